@@ -1,0 +1,266 @@
+//! Messages between a peer and the broker, as JSON text frames.
+//!
+//! Enums are externally tagged (`{"hold":{"content":"…"}}`) so that the
+//! opaque WebRTC payload can stay a borrowed raw JSON value: the broker never
+//! parses SDP or ICE, it only stamps the sender and forwards. No message type
+//! can carry content.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ids::{ContentId, PeerId};
+
+/// Largest text frame the broker accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most holders one `want` may ask to be introduced to.
+pub const MAX_INTRODUCTIONS: u8 = 8;
+
+/// Client -> broker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// Relay an opaque WebRTC handshake payload (offer, answer, candidate)
+    /// to another peer. The broker adds the sender's id.
+    Signal {
+        /// Recipient.
+        to: PeerId,
+        /// Opaque payload; only peers parse it (see [`PeerSignal`]).
+        data: Box<RawValue>,
+    },
+    /// "I hold this content and will serve it."
+    Hold {
+        /// Address held.
+        content: ContentId,
+    },
+    /// "I no longer hold this content."
+    Release {
+        /// Address released.
+        content: ContentId,
+    },
+    /// "Introduce me to holders of this content", now or as soon as one
+    /// appears. Also subscribes to its holder count.
+    Want {
+        /// Address wanted.
+        content: ContentId,
+        /// How many distinct holders to be introduced to (default 1, at most
+        /// [`MAX_INTRODUCTIONS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holders: Option<u8>,
+    },
+    /// "Stop looking for this content."
+    Unwant {
+        /// Address no longer wanted.
+        content: ContentId,
+    },
+}
+
+/// Broker -> client.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// First message on every connection.
+    Welcome {
+        /// The id the broker assigned to this connection.
+        id: PeerId,
+        /// ICE servers to hand to `RTCPeerConnection`.
+        ice_servers: Vec<IceServer>,
+    },
+    /// A relayed handshake payload, stamped with its real sender.
+    Signal {
+        /// Who sent it (set by the broker, never by the client).
+        from: PeerId,
+        /// The sender's opaque payload.
+        data: Box<RawValue>,
+    },
+    /// A holder of content you want. You make the WebRTC offer.
+    Introduce {
+        /// Address wanted.
+        content: ContentId,
+        /// A peer that holds it.
+        holder: PeerId,
+    },
+    /// How many peers hold this content. Sent to holders and wanters
+    /// whenever it changes, and to a new wanter at once. Zero means nobody
+    /// holds it now; the want stays registered.
+    Holders {
+        /// Address.
+        content: ContentId,
+        /// Number of holders.
+        count: u32,
+    },
+    /// A request was refused. The connection stays open unless the broker
+    /// closes it.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// What was wrong and what to do.
+        message: String,
+        /// The peer the error is about, for `unknown_peer`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<PeerId>,
+    },
+}
+
+/// Machine-readable error reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not JSON.
+    BadJson,
+    /// The frame was JSON but no known message.
+    UnknownType,
+    /// A known message with missing or wrongly typed fields.
+    BadMessage,
+    /// A content address that is not 64 lowercase hex characters.
+    BadAddress,
+    /// The frame was larger than [`MAX_MESSAGE_BYTES`].
+    TooLarge,
+    /// Binary frames are not part of the protocol.
+    Binary,
+    /// The target peer is not connected.
+    UnknownPeer,
+    /// A per-peer limit was reached.
+    Limit,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` / `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// Classification for the error reply.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Decodes one client text frame, classifying failures so the reply says
+/// precisely what was wrong.
+pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "message is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit; send smaller messages",
+                text.len()
+            ),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| {
+        let detail = e.to_string();
+        let (code, hint) = if e.is_syntax() || e.is_eof() {
+            (ErrorCode::BadJson, "not valid JSON")
+        } else if detail.contains("unknown variant") {
+            (ErrorCode::UnknownType, "unknown message type; expected one of signal, hold, release, want, unwant, e.g. {\"want\":{\"content\":\"<address>\"}}")
+        } else if detail.contains("malformed address") {
+            (ErrorCode::BadAddress, "bad content address")
+        } else {
+            (ErrorCode::BadMessage, "malformed message")
+        };
+        DecodeError {
+            code,
+            message: format!("{hint}: {detail}"),
+        }
+    })
+}
+
+/// The payload peers put in `signal.data`. Only peers parse it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PeerSignal {
+    /// SDP offer; the wanter sends it for `content`.
+    Offer {
+        /// The session description.
+        sdp: String,
+        /// Which content the offerer wants from the holder.
+        content: ContentId,
+    },
+    /// SDP answer.
+    Answer {
+        /// The session description.
+        sdp: String,
+    },
+    /// A trickled ICE candidate.
+    Candidate {
+        /// `RTCIceCandidate.candidate`.
+        candidate: String,
+        /// `sdpMid`.
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        /// `sdpMLineIndex`.
+        #[serde(default)]
+        sdp_m_line_index: Option<u16>,
+    },
+    /// The sender gives up on this connection (e.g. it no longer holds the
+    /// content), so the other side can move on at once.
+    Bye {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        decode_client(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_every_client_message() {
+        let addr = ContentId([0xab; 32]).to_string();
+        let peer = uuid::Uuid::nil();
+        for text in [
+            format!(r#"{{"signal":{{"to":"{peer}","data":{{"kind":"answer","sdp":"x"}}}}}}"#),
+            format!(r#"{{"hold":{{"content":"{addr}"}}}}"#),
+            format!(r#"{{"release":{{"content":"{addr}"}}}}"#),
+            format!(r#"{{"want":{{"content":"{addr}"}}}}"#),
+            format!(r#"{{"want":{{"content":"{addr}","holders":3}}}}"#),
+            format!(r#"{{"unwant":{{"content":"{addr}"}}}}"#),
+        ] {
+            decode_client(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn signal_payload_is_forwarded_verbatim() {
+        let text = r#"{"signal":{"to":"00000000-0000-0000-0000-000000000000","data":{"b":1, "a":[2]}}}"#;
+        let ClientMsg::Signal { data, .. } = decode_client(text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(data.get(), r#"{"b":1, "a":[2]}"#);
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        assert_eq!(code("{not json"), ErrorCode::BadJson);
+        assert_eq!(code(""), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"teleport":{}}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"hold":{"content":"XYZ"}}"#), ErrorCode::BadAddress);
+        assert_eq!(code(r#"{"hold":{}}"#), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"signal":{"to":"nope","data":1}}"#), ErrorCode::BadMessage);
+        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(code(&big), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn error_messages_say_what_to_do() {
+        let e = decode_client(r#"{"teleport":{}}"#).unwrap_err();
+        assert!(e.message.contains("expected one of"), "{}", e.message);
+        let e = decode_client(r#"{"want":{"content":"abc"}}"#).unwrap_err();
+        assert!(e.message.contains("64 lowercase hex"), "{}", e.message);
+    }
+}

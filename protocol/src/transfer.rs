@@ -1,0 +1,245 @@
+//! Messages between two peers over an RTCDataChannel.
+//!
+//! Requests and refusals are small JSON text messages. Data travels in binary
+//! frames of at most [`MAX_FRAME`] bytes, each with a 13-byte header:
+//!
+//! ```text
+//! kind: u8 (1 = manifest, 2 = chunk) | index: u32 BE | offset: u32 BE | total: u32 BE | bytes
+//! ```
+//!
+//! The channel is reliable and ordered, so an object's frames arrive in
+//! order; a frame out of order is a protocol violation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ContentId;
+
+/// Largest data-channel message either side sends (16 KiB: safe across
+/// browsers' SCTP implementations).
+pub const MAX_FRAME: usize = 16 * 1024;
+/// Frame header length.
+pub const HEADER: usize = 13;
+/// Payload bytes per frame.
+pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER;
+/// Most chunk indices in one request.
+pub const MAX_REQUEST_CHUNKS: usize = 64;
+
+/// Wanter -> holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Send the manifest of `content`.
+    Manifest {
+        /// Address.
+        content: ContentId,
+    },
+    /// Send these chunks of `content`, in this order.
+    Chunks {
+        /// Address.
+        content: ContentId,
+        /// Chunk indices.
+        indices: Vec<u32>,
+    },
+}
+
+/// Holder -> wanter, when a request cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// The holder does not (or no longer) hold this content.
+    Missing {
+        /// Address.
+        content: ContentId,
+    },
+    /// The request was malformed.
+    Refused {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a binary frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Part of the manifest bytes.
+    Manifest,
+    /// Part of a chunk.
+    Chunk,
+}
+
+/// A decoded binary frame, borrowing its payload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Manifest or chunk.
+    pub kind: FrameKind,
+    /// Chunk index (0 for the manifest).
+    pub index: u32,
+    /// Offset of `bytes` within the object.
+    pub offset: u32,
+    /// Length of the whole object.
+    pub total: u32,
+    /// Payload.
+    pub bytes: &'a [u8],
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame is {0} bytes; frames are between {HEADER} and {MAX_FRAME} bytes")]
+    BadLength(usize),
+    #[error("unknown frame kind {0}")]
+    BadKind(u8),
+    #[error("frame at offset {got} where {expected} was expected")]
+    OutOfOrder { expected: u32, got: u32 },
+    #[error("frame overruns its object ({end} > {total} bytes)")]
+    Overrun { end: u64, total: u32 },
+}
+
+impl<'a> Frame<'a> {
+    /// Parses a binary data-channel message.
+    pub fn decode(msg: &'a [u8]) -> Result<Self, FrameError> {
+        if msg.len() < HEADER || msg.len() > MAX_FRAME {
+            return Err(FrameError::BadLength(msg.len()));
+        }
+        let kind = match msg[0] {
+            1 => FrameKind::Manifest,
+            2 => FrameKind::Chunk,
+            k => return Err(FrameError::BadKind(k)),
+        };
+        let word = |at: usize| u32::from_be_bytes(msg[at..at + 4].try_into().expect("4 bytes"));
+        Ok(Frame {
+            kind,
+            index: word(1),
+            offset: word(5),
+            total: word(9),
+            bytes: &msg[HEADER..],
+        })
+    }
+
+    /// Splits a whole object into encoded frames.
+    pub fn encode_all(kind: FrameKind, index: u32, object: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let total = object.len() as u32;
+        // An empty object still needs one frame so the receiver learns it.
+        let count = object.len().div_ceil(MAX_PAYLOAD).max(1);
+        (0..count).map(move |i| {
+            let start = i * MAX_PAYLOAD;
+            let end = (start + MAX_PAYLOAD).min(object.len());
+            let mut out = Vec::with_capacity(HEADER + end - start);
+            out.push(match kind {
+                FrameKind::Manifest => 1,
+                FrameKind::Chunk => 2,
+            });
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&(start as u32).to_be_bytes());
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&object[start..end]);
+            out
+        })
+    }
+}
+
+/// Reassembles one object from its in-order frames.
+#[derive(Debug)]
+pub struct Assembly {
+    total: u32,
+    buf: Vec<u8>,
+}
+
+impl Assembly {
+    /// Starts an object of `total` bytes; refuses sizes over `limit`.
+    pub fn new(total: u32, limit: usize) -> Result<Self, FrameError> {
+        if total as usize > limit {
+            return Err(FrameError::Overrun {
+                end: total as u64,
+                total: limit as u32,
+            });
+        }
+        Ok(Assembly {
+            total,
+            buf: Vec::with_capacity(total as usize),
+        })
+    }
+
+    /// Adds the next frame; returns the whole object once complete.
+    pub fn push(&mut self, frame: &Frame<'_>) -> Result<Option<Vec<u8>>, FrameError> {
+        let expected = self.buf.len() as u32;
+        if frame.offset != expected || frame.total != self.total {
+            return Err(FrameError::OutOfOrder {
+                expected,
+                got: frame.offset,
+            });
+        }
+        let end = frame.offset as u64 + frame.bytes.len() as u64;
+        if end > self.total as u64 {
+            return Err(FrameError::Overrun {
+                end,
+                total: self.total,
+            });
+        }
+        self.buf.extend_from_slice(frame.bytes);
+        if self.buf.len() as u32 == self.total {
+            Ok(Some(std::mem::take(&mut self.buf)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_assembly() {
+        let object: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let frames: Vec<_> = Frame::encode_all(FrameKind::Chunk, 9, &object).collect();
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|f| f.len() <= MAX_FRAME));
+        let first = Frame::decode(&frames[0]).unwrap();
+        let mut asm = Assembly::new(first.total, 1 << 20).unwrap();
+        let mut done = None;
+        for f in &frames {
+            let f = Frame::decode(f).unwrap();
+            assert_eq!((f.kind, f.index), (FrameKind::Chunk, 9));
+            done = asm.push(&f).unwrap();
+        }
+        assert_eq!(done.unwrap(), object);
+    }
+
+    #[test]
+    fn empty_object_is_one_frame() {
+        let frames: Vec<_> = Frame::encode_all(FrameKind::Manifest, 0, b"").collect();
+        assert_eq!(frames.len(), 1);
+        let f = Frame::decode(&frames[0]).unwrap();
+        let mut asm = Assembly::new(f.total, 10).unwrap();
+        assert_eq!(asm.push(&f).unwrap(), Some(vec![]));
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        assert_eq!(Frame::decode(&[1; 5]), Err(FrameError::BadLength(5)));
+        assert_eq!(Frame::decode(&[0; MAX_FRAME + 1]), Err(FrameError::BadLength(MAX_FRAME + 1)));
+        assert_eq!(Frame::decode(&[7; HEADER]), Err(FrameError::BadKind(7)));
+        let object = vec![1u8; 30_000];
+        let frames: Vec<_> = Frame::encode_all(FrameKind::Chunk, 0, &object).collect();
+        let mut asm = Assembly::new(30_000, 1 << 20).unwrap();
+        let second = Frame::decode(&frames[1]).unwrap();
+        assert!(matches!(asm.push(&second), Err(FrameError::OutOfOrder { .. })));
+        assert!(Assembly::new(30_000, 100).is_err());
+    }
+
+    #[test]
+    fn requests_are_small_json() {
+        let r = Request::Chunks {
+            content: ContentId([1; 32]),
+            indices: vec![0, 1, 2],
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+    }
+}
