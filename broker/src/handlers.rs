@@ -1,0 +1,80 @@
+//! Request handlers: plain functions called by [`crate::routes`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use protocol::ContentId;
+use warp::http::StatusCode;
+use warp::reply::Reply;
+use warp::ws::Ws;
+use warp::Rejection;
+
+use crate::registry::Registry;
+use crate::{session, State};
+
+/// Largest WebSocket message read at all. Anything between the protocol's
+/// 64 KiB and this gets an error reply and the connection stays open;
+/// beyond it the connection is closed with 1009 "message too big".
+const HARD_MESSAGE_LIMIT: usize = 1 << 20;
+
+/// Upgrades `/ws[?want=<address>]` to a peer session, within the
+/// connection cap.
+pub fn websocket<R: Registry>(
+    ws: Ws,
+    query: HashMap<String, String>,
+    state: Arc<State<R>>,
+) -> warp::reply::Response {
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return warp::reply::with_status(
+            "broker is at its connection limit; try again shortly\n",
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response();
+    };
+    let want = query
+        .get("want")
+        .map(|s| s.parse::<ContentId>().map_err(|e| e.to_string()));
+    ws.max_message_size(HARD_MESSAGE_LIMIT)
+        .max_frame_size(HARD_MESSAGE_LIMIT)
+        .on_upgrade(move |socket| session::serve(socket, state, want, permit))
+        .into_response()
+}
+
+/// `/metrics` in Prometheus text format.
+pub fn metrics<R: Registry>(state: Arc<State<R>>) -> impl Reply {
+    warp::reply::with_header(
+        state.metrics.render(),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+}
+
+/// Lets only well-formed addresses through to the page route.
+pub async fn is_address(segment: String) -> Result<(), Rejection> {
+    match segment.parse::<ContentId>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(warp::reject::not_found()),
+    }
+}
+
+/// Maps rejections to plain-text answers that say what was wrong.
+pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    let (status, text) = if err.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: share links look like /<64 lowercase hex characters>\n",
+        )
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    } else if err.find::<warp::reject::InvalidQuery>().is_some() {
+        (StatusCode::BAD_REQUEST, "bad query string\n")
+    } else {
+        tracing::debug!(?err, "unhandled rejection");
+        (
+            StatusCode::BAD_REQUEST,
+            "bad request: WebSocket clients connect to /ws with a standard upgrade\n",
+        )
+    };
+    Ok(warp::reply::with_status(text, status))
+}

@@ -1,0 +1,87 @@
+//! The signaling broker.
+//!
+//! Browsers connect over one WebSocket (`/ws`). The broker gives each a
+//! [`PeerId`](protocol::PeerId), relays WebRTC handshake payloads between
+//! peers (stamping the real sender), and keeps a content index: who holds
+//! which address, who wants it, and how many hold it. Content itself never
+//! passes through here; no message type can carry it.
+//!
+//! [`run`] serves everything on a bound listener until `shutdown` resolves;
+//! `main.rs` only parses flags and calls it.
+
+pub mod config;
+pub mod handlers;
+pub mod metrics;
+pub mod registry;
+pub mod routes;
+pub mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub use config::Config;
+use metrics::Metrics;
+use registry::{LocalRegistry, Registry};
+
+/// Everything a request handler needs, behind one cheap-to-clone handle.
+pub struct State<R> {
+    /// Peer topics and the content index.
+    pub registry: R,
+    /// Settings from the command line.
+    pub config: Config,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Flips to `true` when the broker is shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// One permit per open WebSocket: the connection cap.
+    pub connections: Arc<Semaphore>,
+}
+
+/// Serves the broker on `listener` with the in-process registry until
+/// `shutdown` resolves, then tells every peer to reconnect and returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let metrics = Arc::new(Metrics::default());
+    let registry = LocalRegistry::new(metrics.clone());
+    run_with(listener, config, registry, metrics, shutdown).await
+}
+
+/// Like [`run`], with any [`Registry`] implementation.
+pub async fn run_with<R: Registry>(
+    listener: TcpListener,
+    config: Config,
+    registry: R,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        registry,
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        metrics,
+        shutdown: stop_rx,
+    });
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: asking peers to reconnect");
+        // Sessions watch this and close with "service restart" so that
+        // peers reconnect to the next broker on their own.
+        let _ = stop_tx.send(true);
+    };
+    warp::serve(routes::routes(state.clone()))
+        .incoming(listener)
+        .graceful(signal)
+        .run()
+        .await;
+    // Upgraded WebSockets outlive the HTTP server; give their sessions a
+    // moment to send the close frame and clean up.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state.metrics.peers.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,73 @@
+//! Counters exposed at `/metrics` in Prometheus text format.
+//!
+//! Plain atomics: a handful of counters do not need a metrics framework,
+//! and relaxed increments cost nothing on the relay path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use protocol::ErrorCode;
+
+/// Broker-wide counters.
+#[derive(Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub peers: AtomicU64,
+    /// Addresses with at least one holder.
+    pub addresses: AtomicU64,
+    /// Bytes of WebSocket text frames received from peers.
+    pub ws_bytes_in: AtomicU64,
+    /// Bytes of WebSocket text frames sent to peers.
+    pub ws_bytes_out: AtomicU64,
+    /// Handshake payloads relayed.
+    pub relayed: AtomicU64,
+    /// Holders introduced to wanters.
+    pub introductions: AtomicU64,
+    /// Peers disconnected because their outbound queue was full.
+    pub queue_drops: AtomicU64,
+    /// Error replies, by [`ErrorCode`] (index from [`code_index`]).
+    errors: [AtomicU64; CODES.len()],
+}
+
+const CODES: [ErrorCode; 8] = [
+    ErrorCode::BadJson,
+    ErrorCode::UnknownType,
+    ErrorCode::BadMessage,
+    ErrorCode::BadAddress,
+    ErrorCode::TooLarge,
+    ErrorCode::Binary,
+    ErrorCode::UnknownPeer,
+    ErrorCode::Limit,
+];
+
+fn code_index(code: ErrorCode) -> usize {
+    CODES.iter().position(|c| *c == code).expect("every code is listed")
+}
+
+impl Metrics {
+    /// Counts one error reply.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[code_index(code)].fetch_add(1, Relaxed);
+    }
+
+    /// Renders every counter in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        one("broker_peers", "gauge", "Connected peers.", self.peers.load(Relaxed));
+        one("broker_addresses", "gauge", "Addresses with at least one holder.", self.addresses.load(Relaxed));
+        one("broker_ws_bytes_in_total", "counter", "Bytes of WebSocket text frames received.", self.ws_bytes_in.load(Relaxed));
+        one("broker_ws_bytes_out_total", "counter", "Bytes of WebSocket text frames sent.", self.ws_bytes_out.load(Relaxed));
+        one("broker_relayed_total", "counter", "Handshake payloads relayed between peers.", self.relayed.load(Relaxed));
+        one("broker_introductions_total", "counter", "Holders introduced to wanters.", self.introductions.load(Relaxed));
+        one("broker_queue_drops_total", "counter", "Peers disconnected for a full outbound queue.", self.queue_drops.load(Relaxed));
+        let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
+        for code in CODES {
+            let name = serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let _ = writeln!(out, "broker_errors_total{{code=\"{name}\"}} {}", self.errors[code_index(code)].load(Relaxed));
+        }
+        out
+    }
+}

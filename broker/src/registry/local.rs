@@ -1,0 +1,327 @@
+//! The in-process registry: one broker node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use protocol::{ContentId, PeerId, ServerMsg};
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Mailbox, Outbound, Registry, RegistryError};
+use crate::metrics::Metrics;
+
+/// Default per-peer limits; see [`LocalRegistry::with_limits`].
+const MAX_HOLDINGS: usize = 1024;
+const MAX_WANTS: usize = 256;
+
+/// In-process registry.
+///
+/// Topics sit behind an `RwLock` because relaying (a read) is by far the
+/// most frequent operation. The content index has its own `Mutex`: its
+/// operations are short, never await, and must see holders and wanters of
+/// an address change together. Lock order is always index, then topics.
+pub struct LocalRegistry {
+    topics: RwLock<HashMap<PeerId, Mailbox>>,
+    index: Mutex<Index>,
+    metrics: Arc<Metrics>,
+    max_holdings: usize,
+    max_wants: usize,
+}
+
+#[derive(Default)]
+struct Index {
+    by_content: HashMap<ContentId, Entry>,
+    by_peer: HashMap<PeerId, PeerContent>,
+    /// Increments on every introduction; holders remember when they were
+    /// last introduced so the least recently introduced goes next.
+    clock: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// Holder -> clock value of its last introduction (0 = never).
+    holders: HashMap<PeerId, u64>,
+    /// Wanter -> introductions it still waits for.
+    wanters: HashMap<PeerId, u8>,
+}
+
+#[derive(Default)]
+struct PeerContent {
+    holds: Vec<ContentId>,
+    wants: Vec<ContentId>,
+}
+
+impl PeerContent {
+    fn is_empty(&self) -> bool {
+        self.holds.is_empty() && self.wants.is_empty()
+    }
+}
+
+/// Messages decided under the index lock, delivered after it is released.
+type Deliveries = Vec<(PeerId, Arc<str>)>;
+
+fn encode(msg: &ServerMsg) -> Arc<str> {
+    serde_json::to_string(msg).expect("server messages serialize").into()
+}
+
+impl LocalRegistry {
+    /// An empty registry with default limits.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_limits(metrics, MAX_HOLDINGS, MAX_WANTS)
+    }
+
+    /// An empty registry with explicit per-peer limits.
+    pub fn with_limits(metrics: Arc<Metrics>, max_holdings: usize, max_wants: usize) -> Self {
+        LocalRegistry {
+            topics: RwLock::default(),
+            index: Mutex::default(),
+            metrics,
+            max_holdings,
+            max_wants,
+        }
+    }
+
+    fn deliver(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
+        let topics = self.topics.read().expect("topics lock");
+        let mailbox = topics.get(&to).ok_or(RegistryError::UnknownPeer(to))?;
+        match mailbox.outbox.try_send(Outbound::Text(text)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                // A peer that cannot keep up is dropped rather than buffered
+                // without bound; its session sees the kill and closes.
+                self.metrics.queue_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                mailbox.kill.notify_one();
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => Err(RegistryError::UnknownPeer(to)),
+        }
+    }
+
+    fn deliver_all(&self, deliveries: Deliveries) {
+        for (to, text) in deliveries {
+            // A recipient that left meanwhile has nothing to learn.
+            let _ = self.deliver(to, text);
+        }
+    }
+
+    /// Number of peers holding `content` (for tests and metrics).
+    pub fn holder_count(&self, content: &ContentId) -> usize {
+        let index = self.index.lock().expect("index lock");
+        index.by_content.get(content).map_or(0, |e| e.holders.len())
+    }
+
+    /// Whether the registry holds no state at all (for tests).
+    pub fn is_empty(&self) -> bool {
+        let index = self.index.lock().expect("index lock");
+        index.by_content.is_empty()
+            && index.by_peer.is_empty()
+            && self.topics.read().expect("topics lock").is_empty()
+    }
+}
+
+impl Index {
+    /// Introduces up to `n` holders (least recently introduced first) to
+    /// `wanter`; returns how many were introduced.
+    fn introduce(&mut self, content: ContentId, wanter: PeerId, n: u8, out: &mut Deliveries) -> u8 {
+        let Some(entry) = self.by_content.get_mut(&content) else {
+            return 0;
+        };
+        let mut candidates: Vec<(u64, PeerId)> = entry
+            .holders
+            .iter()
+            .filter(|(h, _)| **h != wanter)
+            .map(|(h, t)| (*t, *h))
+            .collect();
+        candidates.sort_unstable();
+        let mut count = 0;
+        for (_, holder) in candidates.into_iter().take(n as usize) {
+            self.clock += 1;
+            entry.holders.insert(holder, self.clock);
+            out.push((wanter, encode(&ServerMsg::Introduce { content, holder })));
+            count += 1;
+        }
+        count
+    }
+
+    /// Queues the holder count of `content` for everyone holding or wanting it.
+    fn announce_count(&self, content: ContentId, out: &mut Deliveries) {
+        let Some(entry) = self.by_content.get(&content) else {
+            return;
+        };
+        let text = encode(&ServerMsg::Holders {
+            content,
+            count: entry.holders.len() as u32,
+        });
+        for peer in entry.holders.keys().chain(entry.wanters.keys()) {
+            out.push((*peer, text.clone()));
+        }
+    }
+
+    fn drop_entry_if_empty(&mut self, content: &ContentId) {
+        if self
+            .by_content
+            .get(content)
+            .is_some_and(|e| e.holders.is_empty() && e.wanters.is_empty())
+        {
+            self.by_content.remove(content);
+        }
+    }
+
+    fn drop_peer_if_empty(&mut self, peer: &PeerId) {
+        if self.by_peer.get(peer).is_some_and(PeerContent::is_empty) {
+            self.by_peer.remove(peer);
+        }
+    }
+
+    fn remove_holder(&mut self, peer: PeerId, content: ContentId, out: &mut Deliveries) -> bool {
+        let removed = self
+            .by_content
+            .get_mut(&content)
+            .is_some_and(|e| e.holders.remove(&peer).is_some());
+        if removed {
+            self.announce_count(content, out);
+            self.drop_entry_if_empty(&content);
+        }
+        removed
+    }
+
+    fn remove_wanter(&mut self, peer: PeerId, content: ContentId) {
+        if let Some(e) = self.by_content.get_mut(&content) {
+            e.wanters.remove(&peer);
+        }
+        self.drop_entry_if_empty(&content);
+    }
+
+    fn addresses(&self) -> u64 {
+        self.by_content.values().filter(|e| !e.holders.is_empty()).count() as u64
+    }
+}
+
+impl Registry for LocalRegistry {
+    async fn connect(&self, peer: PeerId, mailbox: Mailbox) {
+        self.topics.write().expect("topics lock").insert(peer, mailbox);
+    }
+
+    async fn disconnect(&self, peer: PeerId) {
+        let mut out = Deliveries::new();
+        {
+            let mut index = self.index.lock().expect("index lock");
+            if let Some(pc) = index.by_peer.remove(&peer) {
+                for content in pc.holds {
+                    index.remove_holder(peer, content, &mut out);
+                }
+                for content in pc.wants {
+                    index.remove_wanter(peer, content);
+                }
+            }
+            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.topics.write().expect("topics lock").remove(&peer);
+        self.deliver_all(out);
+    }
+
+    async fn publish(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
+        self.deliver(to, text)
+    }
+
+    async fn hold(&self, peer: PeerId, content: ContentId) -> Result<(), RegistryError> {
+        let mut out = Deliveries::new();
+        {
+            let mut index = self.index.lock().expect("index lock");
+            let pc = index.by_peer.entry(peer).or_default();
+            if pc.holds.contains(&content) {
+                return Ok(());
+            }
+            if pc.holds.len() >= self.max_holdings {
+                let held = pc.holds.len();
+                index.drop_peer_if_empty(&peer);
+                return Err(RegistryError::Limit(format!(
+                    "you already hold {held} addresses, the most one peer may hold; release some first"
+                )));
+            }
+            pc.holds.push(content);
+            // Holding replaces wanting.
+            let wanted = pc.wants.iter().position(|c| *c == content);
+            if let Some(i) = wanted {
+                pc.wants.swap_remove(i);
+            }
+            let entry = index.by_content.entry(content).or_default();
+            entry.wanters.remove(&peer);
+            entry.holders.insert(peer, 0);
+            // Wanters still waiting get this holder now.
+            let waiting: Vec<PeerId> = entry
+                .wanters
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(w, _)| *w)
+                .collect();
+            for wanter in waiting {
+                let clock = index.clock + 1;
+                index.clock = clock;
+                let entry = index.by_content.get_mut(&content).expect("entry exists");
+                entry.holders.insert(peer, clock);
+                if let Some(n) = entry.wanters.get_mut(&wanter) {
+                    *n -= 1;
+                }
+                out.push((wanter, encode(&ServerMsg::Introduce { content, holder: peer })));
+                self.metrics.introductions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            index.announce_count(content, &mut out);
+            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.deliver_all(out);
+        Ok(())
+    }
+
+    async fn release(&self, peer: PeerId, content: ContentId) {
+        let mut out = Deliveries::new();
+        {
+            let mut index = self.index.lock().expect("index lock");
+            if let Some(pc) = index.by_peer.get_mut(&peer) {
+                pc.holds.retain(|c| *c != content);
+            }
+            index.drop_peer_if_empty(&peer);
+            index.remove_holder(peer, content, &mut out);
+            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.deliver_all(out);
+    }
+
+    async fn want(&self, peer: PeerId, content: ContentId, holders: u8) -> Result<(), RegistryError> {
+        let holders = holders.clamp(1, protocol::signaling::MAX_INTRODUCTIONS);
+        let mut out = Deliveries::new();
+        {
+            let mut index = self.index.lock().expect("index lock");
+            let pc = index.by_peer.entry(peer).or_default();
+            if !pc.wants.contains(&content) {
+                if pc.wants.len() >= self.max_wants {
+                    let wanted = pc.wants.len();
+                    index.drop_peer_if_empty(&peer);
+                    return Err(RegistryError::Limit(format!(
+                        "you already want {wanted} addresses, the most one peer may want; unwant some first"
+                    )));
+                }
+                pc.wants.push(content);
+            }
+            let entry = index.by_content.entry(content).or_default();
+            let count = entry.holders.len() as u32;
+            out.push((peer, encode(&ServerMsg::Holders { content, count })));
+            let introduced = index.introduce(content, peer, holders, &mut out);
+            self.metrics
+                .introductions
+                .fetch_add(introduced as u64, std::sync::atomic::Ordering::Relaxed);
+            let entry = index.by_content.get_mut(&content).expect("entry exists");
+            entry.wanters.insert(peer, holders - introduced);
+        }
+        self.deliver_all(out);
+        Ok(())
+    }
+
+    async fn unwant(&self, peer: PeerId, content: ContentId) {
+        let mut index = self.index.lock().expect("index lock");
+        if let Some(pc) = index.by_peer.get_mut(&peer) {
+            pc.wants.retain(|c| *c != content);
+        }
+        index.drop_peer_if_empty(&peer);
+        index.remove_wanter(peer, content);
+    }
+}

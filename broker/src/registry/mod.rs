@@ -1,0 +1,85 @@
+//! Peer topics and the content index, behind one interface so that a
+//! shared registry (e.g. on Redis, for several broker nodes) can replace the
+//! in-process one without touching the handlers.
+//!
+//! The registry delivers what it decides (introductions, holder counts)
+//! straight to the peers' outboxes; callers only learn of refusals.
+
+mod local;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use protocol::{ContentId, ErrorCode, PeerId};
+use tokio::sync::{mpsc, Notify};
+
+pub use local::LocalRegistry;
+
+/// A frame queued for one peer's WebSocket writer.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// A serialized `ServerMsg`, shared when fanned out to many peers.
+    Text(Arc<str>),
+    /// Close the connection with this code and reason.
+    Close(u16, String),
+}
+
+/// How the registry reaches one connected peer.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    /// Bounded queue to the peer's writer task.
+    pub outbox: mpsc::Sender<Outbound>,
+    /// Woken when the peer must be dropped (e.g. its queue overflowed).
+    pub kill: Arc<Notify>,
+}
+
+/// Why the registry refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Nobody is registered under that peer's topic.
+    #[error("peer {0} is not connected (it may have left); ask the broker for another holder")]
+    UnknownPeer(PeerId),
+    /// A per-peer limit.
+    #[error("{0}")]
+    Limit(String),
+}
+
+impl RegistryError {
+    /// The wire error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RegistryError::UnknownPeer(_) => ErrorCode::UnknownPeer,
+            RegistryError::Limit(_) => ErrorCode::Limit,
+        }
+    }
+}
+
+/// Peer topics (`peer:<uuid>`) and the content index.
+pub trait Registry: Send + Sync + 'static {
+    /// Registers a new connection under its topic.
+    fn connect(&self, peer: PeerId, mailbox: Mailbox) -> impl Future<Output = ()> + Send;
+
+    /// Removes everything `peer` registered, updating holder counts.
+    fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
+
+    /// Publishes a serialized message on `to`'s topic.
+    fn publish(&self, to: PeerId, text: Arc<str>) -> impl Future<Output = Result<(), RegistryError>> + Send;
+
+    /// Records that `peer` holds `content`; introduces it to waiting wanters.
+    fn hold(&self, peer: PeerId, content: ContentId) -> impl Future<Output = Result<(), RegistryError>> + Send;
+
+    /// Records that `peer` no longer holds `content`.
+    fn release(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send;
+
+    /// Records that `peer` wants `content`: sends it the holder count and
+    /// introduces up to `holders` holders now or as they appear.
+    fn want(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+        holders: u8,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+
+    /// Records that `peer` stopped wanting `content`.
+    fn unwant(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,56 @@
+//! warp filters: which request goes to which handler.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::Filter;
+
+use crate::handlers;
+use crate::registry::Registry;
+use crate::State;
+
+/// Every route the broker serves.
+pub fn routes<R: Registry>(
+    state: Arc<State<R>>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let www = state.config.www.clone();
+    let ws = warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .map(handlers::websocket);
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(handlers::metrics);
+    let healthz = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| "ok\n");
+    // A share link `/<address>` serves the app page, which reads the address
+    // from its own URL.
+    let page = warp::path::param::<String>()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(handlers::is_address)
+        .untuple_one()
+        .and(warp::fs::file(www.join("index.html")));
+    let files = warp::get().and(warp::fs::dir(www));
+    ws.or(metrics)
+        .or(healthz)
+        .or(page)
+        .or(files)
+        .recover(handlers::recover)
+        .with(warp::log::custom(|info| {
+            tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
+        }))
+}
+
+fn with_state<R: Registry>(
+    state: Arc<State<R>>,
+) -> impl Filter<Extract = (Arc<State<R>>,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}

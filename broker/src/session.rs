@@ -1,0 +1,225 @@
+//! One peer's WebSocket connection, from welcome to cleanup.
+//!
+//! Exactly one writer task owns the sending half, fed by a bounded queue.
+//! The read loop answers recoverable errors (bad JSON, unknown peer, ...)
+//! with an error message and keeps going; transport errors, a close frame,
+//! a kill from the registry or broker shutdown end the loop. Cleanup always
+//! runs: everything the peer registered goes at once.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::signaling::decode_client;
+use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tracing::Instrument;
+use uuid::Uuid;
+use warp::ws::{Message, WebSocket};
+
+use crate::registry::{Mailbox, Outbound, Registry};
+use crate::State;
+
+/// Close code for "the broker is restarting, reconnect".
+const CLOSE_RESTART: u16 = 1012;
+/// Close code for "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for "policy violation" (too slow to keep up).
+const CLOSE_POLICY: u16 = 1008;
+
+/// Drives one connection until it ends. `want` comes from the upgrade URL
+/// (`/ws?want=<address>`) and saves a round trip when opening a link.
+pub async fn serve<R: Registry>(
+    ws: WebSocket,
+    state: Arc<State<R>>,
+    want: Option<Result<ContentId, String>>,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = PeerId(Uuid::new_v4());
+    let span = tracing::info_span!("peer", %id);
+    serve_as(id, ws, state, want, permit).instrument(span).await
+}
+
+async fn serve_as<R: Registry>(
+    id: PeerId,
+    ws: WebSocket,
+    state: Arc<State<R>>,
+    want: Option<Result<ContentId, String>>,
+    permit: OwnedSemaphorePermit,
+) {
+    state.metrics.peers.fetch_add(1, Relaxed);
+    tracing::debug!("connected");
+
+    let (mut sink, mut stream) = ws.split();
+    let (outbox, mut queue) = mpsc::channel::<Outbound>(state.config.outbox_capacity);
+    let kill = Arc::new(Notify::new());
+    let metrics = state.metrics.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = queue.recv().await {
+            match out {
+                Outbound::Text(text) => {
+                    metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
+                    if sink.send(Message::text(text.as_ref())).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = sink.send(Message::close_with(code, reason)).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let session = Session {
+        id,
+        state: state.clone(),
+        outbox: outbox.clone(),
+    };
+    state
+        .registry
+        .connect(
+            id,
+            Mailbox {
+                outbox: outbox.clone(),
+                kill: kill.clone(),
+            },
+        )
+        .await;
+    session.send(&ServerMsg::Welcome {
+        id,
+        ice_servers: state.config.ice_servers.clone(),
+    });
+    match want {
+        Some(Ok(content)) => session.handle(ClientMsg::Want { content, holders: None }).await,
+        Some(Err(message)) => session.error(ErrorCode::BadAddress, message, None),
+        None => {}
+    }
+
+    let mut shutdown = state.shutdown.clone();
+    let stopping = async move {
+        // Drop the watch guard at once: it must not live across an await.
+        let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    tokio::pin!(stopping);
+    let close = loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(msg)) => {
+                    if msg.is_close() {
+                        break None;
+                    }
+                    session.frame(msg).await;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "transport error");
+                    let text = e.to_string();
+                    break text.contains("Space limit exceeded").then(|| (
+                        CLOSE_TOO_BIG,
+                        "frame too large: messages are at most 64 KiB".to_owned(),
+                    ));
+                }
+                None => break None,
+            },
+            _ = kill.notified() => {
+                break Some((CLOSE_POLICY, "too slow: outbound queue full; reconnect".to_owned()));
+            }
+            _ = &mut stopping => {
+                break Some((CLOSE_RESTART, "broker restarting; reconnect".to_owned()));
+            }
+        }
+    };
+
+    state.registry.disconnect(id).await;
+    state.metrics.peers.fetch_sub(1, Relaxed);
+    // The queue may be full (slow peer); the close frame is best effort.
+    if let Some((code, reason)) = close {
+        let _ = outbox.try_send(Outbound::Close(code, reason));
+    }
+    drop(session);
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    drop(permit);
+    tracing::debug!("disconnected");
+}
+
+/// The per-connection request handler.
+struct Session<R> {
+    id: PeerId,
+    state: Arc<State<R>>,
+    outbox: mpsc::Sender<Outbound>,
+}
+
+impl<R: Registry> Session<R> {
+    fn send(&self, msg: &ServerMsg) {
+        let text: Arc<str> = serde_json::to_string(msg).expect("server messages serialize").into();
+        // Replies to this peer go through the same bounded queue; if it is
+        // full the registry's kill ends the session anyway.
+        let _ = self.outbox.try_send(Outbound::Text(text));
+    }
+
+    fn error(&self, code: ErrorCode, message: String, peer: Option<PeerId>) {
+        tracing::debug!(?code, %message, "error reply");
+        self.state.metrics.error(code);
+        self.send(&ServerMsg::Error { code, message, peer });
+    }
+
+    async fn frame(&self, msg: Message) {
+        if msg.is_text() {
+            let text = msg.to_str().unwrap_or_default();
+            self.state.metrics.ws_bytes_in.fetch_add(text.len() as u64, Relaxed);
+            match decode_client(text) {
+                Ok(msg) => self.handle(msg).await,
+                Err(e) => self.error(e.code, e.message, None),
+            }
+        } else if msg.is_binary() {
+            self.error(
+                ErrorCode::Binary,
+                "binary frames are not part of the protocol; send JSON text frames".into(),
+                None,
+            );
+        }
+        // Pings are answered by the WebSocket layer; pongs need nothing.
+    }
+
+    async fn handle(&self, msg: ClientMsg) {
+        let registry = &self.state.registry;
+        let result = match msg {
+            ClientMsg::Signal { to, data } => {
+                if to == self.id {
+                    return self.error(
+                        ErrorCode::BadMessage,
+                        "a signal must go to another peer, not to yourself".into(),
+                        Some(to),
+                    );
+                }
+                let text = serde_json::to_string(&ServerMsg::Signal { from: self.id, data })
+                    .expect("server messages serialize");
+                let result = registry.publish(to, text.into()).await;
+                if result.is_ok() {
+                    self.state.metrics.relayed.fetch_add(1, Relaxed);
+                }
+                result
+            }
+            ClientMsg::Hold { content } => registry.hold(self.id, content).await,
+            ClientMsg::Release { content } => {
+                registry.release(self.id, content).await;
+                Ok(())
+            }
+            ClientMsg::Want { content, holders } => registry.want(self.id, content, holders.unwrap_or(1)).await,
+            ClientMsg::Unwant { content } => {
+                registry.unwant(self.id, content).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let peer = match &e {
+                crate::registry::RegistryError::UnknownPeer(p) => Some(*p),
+                _ => None,
+            };
+            self.error(e.code(), e.to_string(), peer);
+        }
+    }
+}
