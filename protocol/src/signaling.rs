@@ -194,6 +194,10 @@ pub enum PeerSignal {
     },
     /// A trickled ICE candidate.
     Candidate {
+        /// Whether the sender made the offer on this connection. Two peers
+        /// may have a connection each way (each fetching from the other);
+        /// this says which one the candidate belongs to.
+        offerer: bool,
         /// `RTCIceCandidate.candidate`.
         candidate: String,
         /// `sdpMid`.
@@ -206,6 +210,8 @@ pub enum PeerSignal {
     /// The sender gives up on this connection (e.g. it no longer holds the
     /// content), so the other side can move on at once.
     Bye {
+        /// Whether the sender made the offer on this connection.
+        offerer: bool,
         /// Why.
         reason: String,
     },

@@ -116,25 +116,27 @@ impl<'a> Frame<'a> {
         })
     }
 
+    /// Encodes the frame of `object` that starts at `offset` (at most
+    /// [`MAX_PAYLOAD`] bytes of it). Returns the frame and the next offset.
+    pub fn encode_at(kind: FrameKind, index: u32, object: &[u8], offset: usize) -> (Vec<u8>, usize) {
+        let end = (offset + MAX_PAYLOAD).min(object.len());
+        let mut out = Vec::with_capacity(HEADER + end - offset);
+        out.push(match kind {
+            FrameKind::Manifest => 1,
+            FrameKind::Chunk => 2,
+        });
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&(offset as u32).to_be_bytes());
+        out.extend_from_slice(&(object.len() as u32).to_be_bytes());
+        out.extend_from_slice(&object[offset..end]);
+        (out, end)
+    }
+
     /// Splits a whole object into encoded frames.
     pub fn encode_all(kind: FrameKind, index: u32, object: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let total = object.len() as u32;
         // An empty object still needs one frame so the receiver learns it.
         let count = object.len().div_ceil(MAX_PAYLOAD).max(1);
-        (0..count).map(move |i| {
-            let start = i * MAX_PAYLOAD;
-            let end = (start + MAX_PAYLOAD).min(object.len());
-            let mut out = Vec::with_capacity(HEADER + end - start);
-            out.push(match kind {
-                FrameKind::Manifest => 1,
-                FrameKind::Chunk => 2,
-            });
-            out.extend_from_slice(&index.to_be_bytes());
-            out.extend_from_slice(&(start as u32).to_be_bytes());
-            out.extend_from_slice(&total.to_be_bytes());
-            out.extend_from_slice(&object[start..end]);
-            out
-        })
+        (0..count).map(move |i| Self::encode_at(kind, index, object, i * MAX_PAYLOAD).0)
     }
 }
 

@@ -1,0 +1,44 @@
+# Peerpage: browser-to-browser pages. `just --list` shows every recipe.
+
+wasm_bindgen_version := "0.2.130"
+export CARGO_TERM_COLOR := "never"
+
+# Install the tools the build and the tests need (idempotent).
+setup:
+    bash .ci/setup
+
+# Build the broker and the wasm peer package (into www/pkg).
+build: build-wasm
+    cargo build --release -p broker
+
+# Build only the wasm peer package into www/pkg.
+build-wasm:
+    cargo build --release -p peer-wasm --target wasm32-unknown-unknown
+    wasm-bindgen --target web --out-dir www/pkg target/wasm32-unknown-unknown/release/peer_wasm.wasm
+
+# Build everything and serve the app at http://127.0.0.1:8080.
+serve: build
+    ./target/release/broker --listen 127.0.0.1:8080 --www www
+
+# Run every test: unit, broker integration, wasm in Chromium, browser end to end.
+test: build-wasm
+    cargo test --workspace --exclude peer-wasm
+    just test-wasm
+
+# wasm-bindgen tests of the browser layer, in headless Chromium.
+test-wasm:
+    bash tests/wasm-test.sh
+
+# What CI checks besides tests: formatting and lints, native and wasm32.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown -- -D warnings
+
+# Everything CI runs.
+ci: lint test
+
+# Benchmarks: time to open a share link vs. a plain-JS floor.
+bench: build-wasm
+    cargo build -p broker
+    cargo run --release -p tests --bin bench_open

@@ -1,0 +1,151 @@
+//! The JavaScript API: what `wasm-pack build` exports and the bundled page
+//! uses.
+//!
+//! ```js
+//! import init, { Peer } from "./pkg/peer_wasm.js";
+//! await init();
+//! const peer = new Peer();                 // broker at this page's origin
+//! peer.onevent = (e) => console.log(e);    // {type: "holders", address, count}, ...
+//! const address = peer.share(new TextEncoder().encode("hi"), "text/plain");
+//! const bytes = await peer.fetch(address); // verified Uint8Array
+//! ```
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use protocol::ContentId;
+use wasm_bindgen::prelude::*;
+
+use crate::error::PeerError;
+use crate::peer::Inner;
+
+/// A browser peer: holds content and serves it to other browsers, fetches
+/// content from them, and verifies everything it receives.
+#[wasm_bindgen]
+pub struct Peer {
+    inner: Rc<RefCell<Inner>>,
+}
+
+fn parse_address(address: &str) -> Result<ContentId, JsValue> {
+    address
+        .parse::<ContentId>()
+        .map_err(|e| PeerError::Refused(e.to_string()).into())
+}
+
+/// The broker endpoint at this page's own origin (`ws:` or `wss:`).
+fn default_broker_url() -> Result<String, JsValue> {
+    let location = web_sys::window()
+        .ok_or_else(|| PeerError::Refused("no window: pass the broker URL explicitly".into()))?
+        .location();
+    let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{}/ws", location.host()?))
+}
+
+#[wasm_bindgen]
+impl Peer {
+    /// Connects to the broker at `broker_url` (default: `/ws` on this
+    /// page's origin, `wss:` under https). With `relay_only`, WebRTC uses
+    /// TURN relays only. Reconnects on its own with backoff.
+    #[wasm_bindgen(constructor)]
+    pub fn new(broker_url: Option<String>, relay_only: Option<bool>) -> Result<Peer, JsValue> {
+        let url = match broker_url {
+            Some(u) => u,
+            None => default_broker_url()?,
+        };
+        Ok(Peer {
+            inner: Inner::create(url, relay_only.unwrap_or(false)),
+        })
+    }
+
+    /// Holds `data` and serves it to others; returns its address (64 hex
+    /// characters: the SHA-256 of its manifest).
+    pub fn share(&self, data: &[u8], media_type: &str, name: Option<String>) -> String {
+        self.inner
+            .borrow_mut()
+            .share(data.to_vec(), media_type, name.as_deref())
+            .to_string()
+    }
+
+    /// Fetches content from other browsers. Resolves with the bytes once
+    /// every byte is verified against `address`; after that this peer holds
+    /// it too. Waits (and reports `gone`) while nobody holds it.
+    pub fn fetch(&self, address: &str) -> Result<Promise, JsValue> {
+        let content = parse_address(address)?;
+        let rx = self.inner.borrow_mut().fetch(content);
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let held = rx
+                .await
+                .map_err(|_| JsValue::from(js_sys::Error::new("fetch cancelled")))?;
+            Ok(Uint8Array::from(held.data.as_slice()).into())
+        }))
+    }
+
+    /// Size, media type and name of held or half-fetched content:
+    /// `{size, type, name}`, or `undefined` before the manifest arrived.
+    pub fn manifest(&self, address: &str) -> Result<JsValue, JsValue> {
+        let content = parse_address(address)?;
+        let Some(m) = self.inner.borrow().manifest(&content) else {
+            return Ok(JsValue::UNDEFINED);
+        };
+        let obj = Object::new();
+        Reflect::set(&obj, &"size".into(), &(m.size as f64).into())?;
+        Reflect::set(&obj, &"type".into(), &m.media_type.as_str().into())?;
+        if let Some(name) = &m.name {
+            Reflect::set(&obj, &"name".into(), &name.as_str().into())?;
+        }
+        Ok(obj.into())
+    }
+
+    /// Stops serving `address`.
+    pub fn release(&self, address: &str) -> Result<(), JsValue> {
+        let content = parse_address(address)?;
+        self.inner.borrow_mut().release(&content);
+        Ok(())
+    }
+
+    /// Abandons a fetch; its promise rejects.
+    pub fn cancel(&self, address: &str) -> Result<(), JsValue> {
+        let content = parse_address(address)?;
+        self.inner.borrow_mut().cancel(&content);
+        Ok(())
+    }
+
+    /// Last known number of browsers holding `address`.
+    pub fn holders(&self, address: &str) -> Result<Option<u32>, JsValue> {
+        let content = parse_address(address)?;
+        Ok(self.inner.borrow().holders(&content))
+    }
+
+    /// This peer's id while connected to the broker.
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> Option<String> {
+        self.inner.borrow().id().map(|id| id.to_string())
+    }
+
+    /// Event handler, called with objects such as
+    /// `{type: "holders", address, count}`,
+    /// `{type: "status", address, state, received?, total?, sources?}`
+    /// (state: looking, gone, connecting, receiving, verified),
+    /// `{type: "warning", address, message}`, `{type: "connected", id}`,
+    /// `{type: "disconnected"}`.
+    #[wasm_bindgen(setter)]
+    pub fn set_onevent(&self, handler: Option<Function>) {
+        self.inner.borrow_mut().set_on_event(handler);
+    }
+
+    /// Payload bytes moved over data channels:
+    /// `{bytesFromPeers, bytesToPeers}`.
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let s = self.inner.borrow().stats();
+        let obj = Object::new();
+        Reflect::set(&obj, &"bytesFromPeers".into(), &(s.from_peers as f64).into())?;
+        Reflect::set(&obj, &"bytesToPeers".into(), &(s.to_peers as f64).into())?;
+        Ok(obj.into())
+    }
+
+    /// Disconnects from the broker and every peer.
+    pub fn close(&self) {
+        self.inner.borrow_mut().close();
+    }
+}

@@ -1,0 +1,122 @@
+//! Tests of the web-sys layer in a real headless Chromium
+//! (`just test-wasm`). They run inside a network namespace with a
+//! non-loopback interface, which WebRTC needs for host candidates.
+
+use std::rc::Rc;
+
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use js_sys::{ArrayBuffer, Uint8Array};
+use protocol::transfer::{Assembly, Frame, FrameKind};
+use protocol::Manifest;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+use crate::api::Peer;
+use crate::rtc::{Link, LinkEvent};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// Events of one link, tagged with which side saw them.
+type Events = mpsc::UnboundedReceiver<(bool, LinkEvent)>;
+
+fn pair() -> (Link, Link, Events) {
+    let (tx, rx) = mpsc::unbounded();
+    let tx_a = tx.clone();
+    let a = Link::new(&[], true, false, Rc::new(move |e| drop(tx_a.unbounded_send((true, e))))).unwrap();
+    let b = Link::new(&[], false, false, Rc::new(move |e| drop(tx.unbounded_send((false, e))))).unwrap();
+    (a, b, rx)
+}
+
+/// Connects an offerer and an answerer directly (no broker) and waits until
+/// both data channels are open.
+async fn connect(a: &mut Link, b: &mut Link, events: &mut Events) {
+    let offer = Link::offer(a.pc.clone()).await.unwrap();
+    let answer = Link::answer(b.pc.clone(), offer).await.unwrap();
+    b.remote_ready();
+    Link::accept_answer(a.pc.clone(), answer).await.unwrap();
+    a.remote_ready();
+    let (mut a_open, mut b_open) = (false, false);
+    while !(a_open && b_open) {
+        let (from_a, event) = events.next().await.expect("link events");
+        match event {
+            LinkEvent::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let other = if from_a { &mut *b } else { &mut *a };
+                other.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
+            }
+            LinkEvent::Channel(dc) => b.attach(dc),
+            LinkEvent::Open if from_a => a_open = true,
+            LinkEvent::Open => b_open = true,
+            LinkEvent::Closed(why) => panic!("link closed while connecting: {why}"),
+            _ => {}
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn data_channel_carries_frames_between_two_links() {
+    let (mut a, mut b, mut events) = pair();
+    connect(&mut a, &mut b, &mut events).await;
+    assert!(a.is_open() && b.is_open());
+    let object: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let dc = a.channel.clone().unwrap();
+    for frame in Frame::encode_all(FrameKind::Chunk, 3, &object) {
+        dc.send_with_u8_array(&frame).unwrap();
+    }
+    let mut assembly: Option<Assembly> = None;
+    let received = loop {
+        let (from_a, event) = events.next().await.expect("link events");
+        let LinkEvent::Message(data) = event else { continue };
+        assert!(!from_a, "only b receives");
+        let buf = data.dyn_into::<ArrayBuffer>().expect("binary messages arrive as ArrayBuffer");
+        let bytes = Uint8Array::new(&buf).to_vec();
+        let frame = Frame::decode(&bytes).unwrap();
+        let asm = assembly.get_or_insert_with(|| Assembly::new(frame.total, 1 << 20).unwrap());
+        if let Some(done) = asm.push(&frame).unwrap() {
+            break done;
+        }
+    };
+    assert_eq!(received, object);
+}
+
+#[wasm_bindgen_test]
+async fn closing_one_side_reports_closed_on_the_other() {
+    let (mut a, mut b, mut events) = pair();
+    connect(&mut a, &mut b, &mut events).await;
+    drop(a);
+    loop {
+        let (from_a, event) = events.next().await.expect("link events");
+        if let (false, LinkEvent::Closed(_)) = (from_a, event) {
+            break;
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn shared_content_has_the_native_address_and_fetches_from_memory() {
+    let peer = Peer::new(Some("ws://127.0.0.1:9/ws".into()), None).unwrap();
+    let text = "hello from a test";
+    let address = peer.share(text.as_bytes(), "text/plain; charset=utf-8", None);
+    let expected = Manifest::describe(text.as_bytes(), "text/plain; charset=utf-8", None).address();
+    assert_eq!(address, expected.to_string());
+    let bytes = JsFuture::from(peer.fetch(&address).unwrap()).await.unwrap();
+    assert_eq!(Uint8Array::new(&bytes).to_vec(), text.as_bytes());
+    let meta = peer.manifest(&address).unwrap();
+    let size = js_sys::Reflect::get(&meta, &"size".into()).unwrap();
+    assert_eq!(size.as_f64(), Some(text.len() as f64));
+    peer.close();
+}
+
+#[wasm_bindgen_test]
+fn bad_addresses_are_refused_with_a_clear_error() {
+    let peer = Peer::new(Some("ws://127.0.0.1:9/ws".into()), None).unwrap();
+    let err: JsValue = peer.fetch("ABC").err().expect("an error");
+    let message = js_sys::Reflect::get(&err, &"message".into()).unwrap().as_string().unwrap();
+    assert!(message.contains("64 lowercase hex"), "{message}");
+    peer.close();
+}

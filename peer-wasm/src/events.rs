@@ -1,0 +1,81 @@
+//! Events for the embedding page: holder counts, download progress,
+//! warnings. Delivered on a later microtask so that a handler may call back
+//! into the peer without finding it busy.
+
+use js_sys::{Function, Object, Reflect};
+use protocol::download::Status;
+use protocol::ContentId;
+use wasm_bindgen::JsValue;
+
+/// Something the page may want to show.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Connected to the broker, with this id.
+    Connected(String),
+    /// Lost the broker; reconnecting.
+    Disconnected,
+    /// A new holder count for an address this peer holds or wants.
+    Holders(ContentId, u32),
+    /// Download progress.
+    Status(ContentId, Status),
+    /// Something went wrong with a holder, but the download goes on.
+    Warning(ContentId, String),
+}
+
+fn set(obj: &Object, key: &str, value: JsValue) {
+    // Setting a plain property on a fresh object cannot fail.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), &value);
+}
+
+impl Event {
+    /// The JS object handed to `onevent`: always a `type`, plus fields.
+    pub fn to_js(&self) -> JsValue {
+        let obj = Object::new();
+        match self {
+            Event::Connected(id) => {
+                set(&obj, "type", "connected".into());
+                set(&obj, "id", id.as_str().into());
+            }
+            Event::Disconnected => set(&obj, "type", "disconnected".into()),
+            Event::Holders(c, n) => {
+                set(&obj, "type", "holders".into());
+                set(&obj, "address", c.to_string().into());
+                set(&obj, "count", (*n).into());
+            }
+            Event::Status(c, status) => {
+                set(&obj, "type", "status".into());
+                set(&obj, "address", c.to_string().into());
+                let state = match status {
+                    Status::Looking => "looking",
+                    Status::Gone => "gone",
+                    Status::Connecting => "connecting",
+                    Status::Receiving { received, total, sources } => {
+                        set(&obj, "received", (*received as f64).into());
+                        set(&obj, "total", (*total as f64).into());
+                        set(&obj, "sources", (*sources).into());
+                        "receiving"
+                    }
+                    Status::Verified => "verified",
+                };
+                set(&obj, "state", state.into());
+            }
+            Event::Warning(c, message) => {
+                set(&obj, "type", "warning".into());
+                set(&obj, "address", c.to_string().into());
+                set(&obj, "message", message.as_str().into());
+            }
+        }
+        obj.into()
+    }
+}
+
+/// Calls `handler(event)` on a later microtask.
+pub fn dispatch(handler: &Option<Function>, event: Event) {
+    if let Some(f) = handler.clone() {
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = f.call1(&JsValue::NULL, &event.to_js()) {
+                web_sys::console::error_2(&"onevent handler threw".into(), &e);
+            }
+        });
+    }
+}

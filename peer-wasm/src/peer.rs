@@ -1,0 +1,719 @@
+//! The peer's state and its reactions to the broker, to other peers and to
+//! the clock. Single-threaded: everything lives in one `Rc<RefCell<Inner>>`
+//! reached from event callbacks through a `Weak`, so dropping the `Peer`
+//! tears everything down.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use futures_channel::oneshot;
+use gloo_timers::callback::{Interval, Timeout};
+use js_sys::{ArrayBuffer, Function, Uint8Array};
+use protocol::download::{Action, Download, Input, Status};
+use protocol::signaling::PeerSignal;
+use protocol::transfer::{Frame, FrameKind, Reply, Request, HEADER, MAX_REQUEST_CHUNKS};
+use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
+use wasm_bindgen::JsCast;
+
+use crate::broker::{BrokerEvent, BrokerSocket};
+use crate::error::{log_error, PeerError};
+use crate::events::{dispatch, Event};
+use crate::rtc::{Link, LinkEvent, HIGH_WATER};
+use crate::store::Held;
+
+/// Clock for timeouts: every download is ticked this often.
+const TICK_MS: u32 = 500;
+/// A serving connection whose channel never opened is dropped after this.
+const SERVE_OPEN_TIMEOUT_MS: f64 = 30_000.0;
+
+/// Which connection: one per remote peer and direction, since two peers can
+/// fetch from each other at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinkKey {
+    /// The other peer.
+    pub peer: PeerId,
+    /// Whether we made the offer (we are fetching).
+    pub offerer: bool,
+}
+
+enum Role {
+    /// We fetch this content over the link.
+    Fetch(ContentId),
+    /// We serve whatever the other side asks for that we hold.
+    Serve(VecDeque<Job>),
+}
+
+struct Peering {
+    link: Link,
+    role: Role,
+    created: f64,
+}
+
+/// One object being sent, frame by frame, as the channel drains.
+struct Job {
+    kind: FrameKind,
+    index: u32,
+    held: Rc<Held>,
+    offset: usize,
+}
+
+impl Job {
+    fn object(&self) -> &[u8] {
+        match self.kind {
+            FrameKind::Manifest => &self.held.manifest_bytes,
+            FrameKind::Chunk => self.held.chunk(self.index).unwrap_or_default(),
+        }
+    }
+}
+
+struct Fetch {
+    download: Download,
+    waiters: Vec<oneshot::Sender<Rc<Held>>>,
+    shown: Option<Status>,
+}
+
+/// Payload bytes moved over data channels.
+#[derive(Default, Clone, Copy)]
+pub struct Stats {
+    /// Received from other peers.
+    pub from_peers: u64,
+    /// Sent to other peers.
+    pub to_peers: u64,
+}
+
+/// Everything a peer knows and owns.
+pub struct Inner {
+    me: Weak<RefCell<Inner>>,
+    url: String,
+    socket: BrokerSocket,
+    id: Option<PeerId>,
+    ice_servers: Vec<IceServer>,
+    relay_only: bool,
+    held: HashMap<ContentId, Rc<Held>>,
+    fetches: HashMap<ContentId, Fetch>,
+    links: HashMap<LinkKey, Peering>,
+    counts: HashMap<ContentId, u32>,
+    on_event: Option<Function>,
+    stats: Stats,
+    closed: bool,
+    want_in_url: Option<ContentId>,
+    tick: Option<Interval>,
+    reconnect: Option<Timeout>,
+}
+
+/// Runs `f` on the peer if it still exists. If the peer is busy (a browser
+/// call re-entered us), `f` runs on the next microtask instead.
+pub fn with_inner(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner) + 'static) {
+    let Some(rc) = weak.upgrade() else { return };
+    let busy = match rc.try_borrow_mut() {
+        Ok(mut inner) => {
+            f(&mut inner);
+            return;
+        }
+        Err(_) => true,
+    };
+    if busy {
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(rc) = weak.upgrade() {
+                f(&mut rc.borrow_mut());
+            }
+        });
+    }
+}
+
+fn now() -> f64 {
+    js_sys::Date::now()
+}
+
+impl Inner {
+    /// A peer that will connect to the broker at `url` on the next
+    /// microtask (so that fetches started right away ride on the upgrade
+    /// request).
+    pub fn create(url: String, relay_only: bool) -> Rc<RefCell<Inner>> {
+        let rc = Rc::new_cyclic(|me| {
+            RefCell::new(Inner {
+                me: me.clone(),
+                url,
+                socket: BrokerSocket::default(),
+                id: None,
+                ice_servers: Vec::new(),
+                relay_only,
+                held: HashMap::new(),
+                fetches: HashMap::new(),
+                links: HashMap::new(),
+                counts: HashMap::new(),
+                on_event: None,
+                stats: Stats::default(),
+                closed: false,
+                want_in_url: None,
+                tick: None,
+                reconnect: None,
+            })
+        });
+        let weak = Rc::downgrade(&rc);
+        wasm_bindgen_futures::spawn_local(async move { with_inner(&weak, Inner::connect) });
+        let weak = Rc::downgrade(&rc);
+        rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || with_inner(&weak, Inner::on_tick)));
+        rc
+    }
+
+    // ----- API -----
+
+    /// Sets the page's event handler.
+    pub fn set_on_event(&mut self, f: Option<Function>) {
+        self.on_event = f;
+    }
+
+    /// The id the broker gave this peer, while connected.
+    pub fn id(&self) -> Option<PeerId> {
+        self.id
+    }
+
+    /// Data-channel traffic so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Last known holder count of an address.
+    pub fn holders(&self, content: &ContentId) -> Option<u32> {
+        self.counts.get(content).copied()
+    }
+
+    /// The manifest of held or half-fetched content.
+    pub fn manifest(&self, content: &ContentId) -> Option<Manifest> {
+        self.held
+            .get(content)
+            .map(|h| h.manifest.clone())
+            .or_else(|| self.fetches.get(content).and_then(|f| f.download.manifest().cloned()))
+    }
+
+    /// Holds `data` and announces it; returns its address.
+    pub fn share(&mut self, data: Vec<u8>, media_type: &str, name: Option<&str>) -> ContentId {
+        let (address, held) = Held::from_share(data, media_type, name);
+        self.hold(address, held);
+        address
+    }
+
+    fn hold(&mut self, address: ContentId, held: Rc<Held>) {
+        // Someone waiting for this very content gets it at once.
+        if let Some(fetch) = self.fetches.remove(&address) {
+            for w in fetch.waiters {
+                let _ = w.send(held.clone());
+            }
+            self.emit(Event::Status(address, Status::Verified));
+        }
+        self.held.insert(address, held);
+        self.socket.send(&ClientMsg::Hold { content: address });
+    }
+
+    /// Stops holding `content`.
+    pub fn release(&mut self, content: &ContentId) {
+        if self.held.remove(content).is_some() {
+            self.socket.send(&ClientMsg::Release { content: *content });
+        }
+    }
+
+    /// Starts (or joins) a download; the receiver gets the verified content.
+    pub fn fetch(&mut self, content: ContentId) -> oneshot::Receiver<Rc<Held>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(held) = self.held.get(&content) {
+            let _ = tx.send(held.clone());
+            return rx;
+        }
+        if let Some(fetch) = self.fetches.get_mut(&content) {
+            fetch.waiters.push(tx);
+            return rx;
+        }
+        self.fetches.insert(
+            content,
+            Fetch {
+                download: Download::new(content, now() as u64),
+                waiters: vec![tx],
+                shown: None,
+            },
+        );
+        self.socket.send(&ClientMsg::Want {
+            content,
+            holders: None,
+        });
+        self.emit_status(content);
+        rx
+    }
+
+    /// Abandons a download; its promise rejects.
+    pub fn cancel(&mut self, content: &ContentId) {
+        if self.fetches.remove(content).is_some() {
+            self.socket.send(&ClientMsg::Unwant { content: *content });
+            self.links.retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
+        }
+    }
+
+    /// Closes everything; the peer stays silent afterwards.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.socket.close();
+        self.links.clear();
+        self.fetches.clear();
+        self.tick = None;
+        self.reconnect = None;
+    }
+
+    // ----- broker -----
+
+    fn connect(&mut self) {
+        if self.closed {
+            return;
+        }
+        // Riding the first want on the upgrade request saves a round trip
+        // when a share link is opened.
+        self.want_in_url = self.fetches.keys().next().copied();
+        let url = match self.want_in_url {
+            Some(c) => format!("{}?want={c}", self.url),
+            None => self.url.clone(),
+        };
+        let weak = self.me.clone();
+        let on = Rc::new(move |ev: BrokerEvent| with_inner(&weak, move |i| i.on_broker_event(ev)));
+        if let Err(e) = self.socket.open(&url, on) {
+            log_error("cannot open the broker socket", &e);
+            self.schedule_reconnect();
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        if self.closed {
+            return;
+        }
+        let delay = self.socket.next_delay();
+        let weak = self.me.clone();
+        self.reconnect = Some(Timeout::new(delay, move || with_inner(&weak, Inner::connect)));
+    }
+
+    fn on_broker_event(&mut self, ev: BrokerEvent) {
+        match ev {
+            BrokerEvent::Text(text) => match serde_json::from_str::<ServerMsg>(&text) {
+                Ok(msg) => self.on_server_msg(msg),
+                Err(e) => log_error("unreadable message from the broker", &PeerError::Refused(e.to_string())),
+            },
+            BrokerEvent::Closed(reason) => {
+                if self.id.take().is_some() {
+                    web_sys::console::info_1(&format!("broker connection closed ({reason}); reconnecting").into());
+                }
+                self.emit(Event::Disconnected);
+                self.schedule_reconnect();
+            }
+        }
+    }
+
+    fn on_server_msg(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Welcome { id, ice_servers } => {
+                self.id = Some(id);
+                self.ice_servers = ice_servers;
+                self.socket.reset_backoff();
+                self.emit(Event::Connected(id.to_string()));
+                // After a reconnect the broker knows nothing of us: announce
+                // again what we hold and want.
+                for content in self.held.keys() {
+                    self.socket.send(&ClientMsg::Hold { content: *content });
+                }
+                for content in self.fetches.keys() {
+                    if Some(*content) != self.want_in_url {
+                        self.socket.send(&ClientMsg::Want {
+                            content: *content,
+                            holders: None,
+                        });
+                    }
+                }
+            }
+            ServerMsg::Signal { from, data } => match serde_json::from_str::<PeerSignal>(data.get()) {
+                Ok(signal) => self.on_signal(from, signal),
+                Err(e) => log_error("unreadable signal from a peer", &PeerError::Refused(e.to_string())),
+            },
+            ServerMsg::Introduce { content, holder } => {
+                self.drive(content, Input::Introduced(holder));
+            }
+            ServerMsg::Holders { content, count } => {
+                self.counts.insert(content, count);
+                self.emit(Event::Holders(content, count));
+                self.drive(content, Input::Holders(count));
+            }
+            ServerMsg::Error { code, message, peer } => {
+                web_sys::console::warn_1(&format!("broker: {code:?}: {message}").into());
+                if let Some(peer) = peer {
+                    // The holder we were handshaking with left.
+                    self.on_link_lost(LinkKey { peer, offerer: true }, message);
+                }
+            }
+        }
+    }
+
+    fn send_signal(&self, to: PeerId, signal: &PeerSignal) {
+        let data = serde_json::value::to_raw_value(signal).expect("signals serialize");
+        self.socket.send(&ClientMsg::Signal { to, data });
+    }
+
+    fn on_signal(&mut self, from: PeerId, signal: PeerSignal) {
+        match signal {
+            PeerSignal::Offer { sdp, content } => self.accept_offer(from, sdp, content),
+            PeerSignal::Answer { sdp } => {
+                let key = LinkKey { peer: from, offerer: true };
+                if let Some(p) = self.links.get(&key) {
+                    let pc = p.link.pc.clone();
+                    let weak = self.me.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let result = Link::accept_answer(pc, sdp).await;
+                        with_inner(&weak, move |i| match result {
+                            Ok(()) => {
+                                if let Some(p) = i.links.get_mut(&key) {
+                                    p.link.remote_ready();
+                                }
+                            }
+                            Err(e) => i.on_link_lost(key, format!("bad answer: {e}")),
+                        });
+                    });
+                }
+            }
+            PeerSignal::Candidate {
+                offerer,
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let key = LinkKey { peer: from, offerer: !offerer };
+                if let Some(p) = self.links.get_mut(&key) {
+                    p.link.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
+                }
+            }
+            PeerSignal::Bye { offerer, reason } => {
+                self.on_link_lost(LinkKey { peer: from, offerer: !offerer }, reason);
+            }
+        }
+    }
+
+    // ----- links -----
+
+    fn link_callback(&self, key: LinkKey) -> crate::rtc::OnEvent {
+        let weak = self.me.clone();
+        Rc::new(move |ev: LinkEvent| with_inner(&weak, move |i| i.on_link_event(key, ev)))
+    }
+
+    fn open_fetch_link(&mut self, content: ContentId, holder: PeerId) {
+        let key = LinkKey { peer: holder, offerer: true };
+        let link = match Link::new(&self.ice_servers, true, self.relay_only, self.link_callback(key)) {
+            Ok(link) => link,
+            Err(e) => {
+                self.drive(content, Input::Lost(holder, e.to_string()));
+                return;
+            }
+        };
+        let pc = link.pc.clone();
+        self.links.insert(
+            key,
+            Peering {
+                link,
+                role: Role::Fetch(content),
+                created: now(),
+            },
+        );
+        let weak = self.me.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = Link::offer(pc.clone()).await;
+            with_inner(&weak, move |i| {
+                // The link may have been dropped while the offer was made.
+                let current = i.links.get(&key).is_some_and(|p| p.link.pc == pc);
+                match result {
+                    Ok(sdp) if current => i.send_signal(holder, &PeerSignal::Offer { sdp, content }),
+                    Ok(_) => {}
+                    Err(e) => i.on_link_lost(key, format!("could not make an offer: {e}")),
+                }
+            });
+        });
+    }
+
+    fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId) {
+        if !self.held.contains_key(&content) {
+            self.send_signal(
+                from,
+                &PeerSignal::Bye {
+                    offerer: false,
+                    reason: format!("this peer does not hold {content}"),
+                },
+            );
+            return;
+        }
+        let key = LinkKey { peer: from, offerer: false };
+        let link = match Link::new(&self.ice_servers, false, self.relay_only, self.link_callback(key)) {
+            Ok(link) => link,
+            Err(e) => return log_error("cannot create a connection", &e),
+        };
+        let pc = link.pc.clone();
+        self.links.insert(
+            key,
+            Peering {
+                link,
+                role: Role::Serve(VecDeque::new()),
+                created: now(),
+            },
+        );
+        let weak = self.me.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = Link::answer(pc.clone(), sdp).await;
+            with_inner(&weak, move |i| {
+                if !i.links.get(&key).is_some_and(|p| p.link.pc == pc) {
+                    return;
+                }
+                match result {
+                    Ok(answer) => {
+                        i.send_signal(from, &PeerSignal::Answer { sdp: answer });
+                        if let Some(p) = i.links.get_mut(&key) {
+                            p.link.remote_ready();
+                        }
+                    }
+                    Err(e) => i.on_link_lost(key, format!("could not answer: {e}")),
+                }
+            });
+        });
+    }
+
+    fn on_link_event(&mut self, key: LinkKey, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => self.send_signal(
+                key.peer,
+                &PeerSignal::Candidate {
+                    offerer: key.offerer,
+                    candidate,
+                    sdp_mid,
+                    sdp_m_line_index,
+                },
+            ),
+            LinkEvent::Channel(dc) => {
+                if let Some(p) = self.links.get_mut(&key) {
+                    p.link.attach(dc);
+                }
+            }
+            LinkEvent::Open => {
+                if let Some(Role::Fetch(content)) = self.links.get(&key).map(|p| &p.role) {
+                    let content = *content;
+                    self.drive(content, Input::Opened(key.peer));
+                }
+            }
+            LinkEvent::Message(data) => self.on_channel_message(key, data),
+            LinkEvent::BufferLow => self.pump(key),
+            LinkEvent::Closed(reason) => self.on_link_lost(key, reason),
+        }
+    }
+
+    fn on_link_lost(&mut self, key: LinkKey, reason: String) {
+        if let Some(p) = self.links.remove(&key) {
+            if let Role::Fetch(content) = p.role {
+                self.drive(content, Input::Lost(key.peer, reason));
+            }
+        }
+    }
+
+    fn on_channel_message(&mut self, key: LinkKey, data: wasm_bindgen::JsValue) {
+        let Some(peering) = self.links.get(&key) else { return };
+        let role_content = match &peering.role {
+            Role::Fetch(c) => Some(*c),
+            Role::Serve(_) => None,
+        };
+        if let Some(buf) = data.dyn_ref::<ArrayBuffer>() {
+            let bytes = Uint8Array::new(buf).to_vec();
+            match role_content {
+                Some(content) => {
+                    self.stats.from_peers += bytes.len().saturating_sub(HEADER) as u64;
+                    self.drive(content, Input::Frame(key.peer, &bytes));
+                }
+                None => self.on_link_lost(key, "a fetching peer sent binary data".into()),
+            }
+        } else if let Some(text) = data.as_string() {
+            match role_content {
+                Some(content) => match serde_json::from_str::<Reply>(&text) {
+                    Ok(reply) => self.drive(content, Input::Reply(key.peer, reply)),
+                    Err(_) => self.drive(
+                        content,
+                        Input::Reply(
+                            key.peer,
+                            Reply::Refused {
+                                message: "unreadable reply".into(),
+                            },
+                        ),
+                    ),
+                },
+                None => self.serve_request(key, &text),
+            }
+        }
+    }
+
+    // ----- serving -----
+
+    fn reply(&self, key: LinkKey, reply: &Reply) {
+        if let Some(dc) = self.links.get(&key).and_then(|p| p.link.channel.as_ref()) {
+            let _ = dc.send_with_str(&serde_json::to_string(reply).expect("replies serialize"));
+        }
+    }
+
+    fn serve_request(&mut self, key: LinkKey, text: &str) {
+        let request = match serde_json::from_str::<Request>(text) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.reply(
+                    key,
+                    &Reply::Refused {
+                        message: format!("unreadable request: {e}"),
+                    },
+                )
+            }
+        };
+        let (content, jobs): (ContentId, Vec<(FrameKind, u32)>) = match request {
+            Request::Manifest { content } => (content, vec![(FrameKind::Manifest, 0)]),
+            Request::Chunks { content, indices } => {
+                if indices.len() > MAX_REQUEST_CHUNKS {
+                    return self.reply(
+                        key,
+                        &Reply::Refused {
+                            message: format!("at most {MAX_REQUEST_CHUNKS} chunks per request"),
+                        },
+                    );
+                }
+                (content, indices.into_iter().map(|i| (FrameKind::Chunk, i)).collect())
+            }
+        };
+        let Some(held) = self.held.get(&content).cloned() else {
+            return self.reply(key, &Reply::Missing { content });
+        };
+        if jobs.iter().any(|(_, i)| *i >= held.manifest.chunk_count() && !held.manifest.chunks.is_empty()) {
+            return self.reply(
+                key,
+                &Reply::Refused {
+                    message: "chunk index out of range".into(),
+                },
+            );
+        }
+        if let Some(Peering {
+            role: Role::Serve(queue),
+            ..
+        }) = self.links.get_mut(&key)
+        {
+            queue.extend(jobs.into_iter().map(|(kind, index)| Job {
+                kind,
+                index,
+                held: held.clone(),
+                offset: 0,
+            }));
+        }
+        self.pump(key);
+    }
+
+    /// Sends queued frames until the channel's buffer is full; resumes on
+    /// `bufferedamountlow`.
+    fn pump(&mut self, key: LinkKey) {
+        let Some(peering) = self.links.get_mut(&key) else { return };
+        let Role::Serve(queue) = &mut peering.role else { return };
+        let link = &peering.link;
+        if !link.is_open() {
+            return;
+        }
+        let Some(dc) = link.channel.clone() else { return };
+        while link.buffered() < HIGH_WATER {
+            let Some(job) = queue.front_mut() else { break };
+            let (frame, next) = Frame::encode_at(job.kind, job.index, job.object(), job.offset);
+            if dc.send_with_u8_array(&frame).is_err() {
+                break;
+            }
+            self.stats.to_peers += (frame.len() - HEADER) as u64;
+            job.offset = next;
+            if next >= job.object().len() {
+                queue.pop_front();
+            }
+        }
+    }
+
+    // ----- downloads -----
+
+    /// Feeds `input` to the download of `content` and carries out what it
+    /// decides.
+    fn drive(&mut self, content: ContentId, input: Input<'_>) {
+        let Some(fetch) = self.fetches.get_mut(&content) else {
+            // Not fetching (done or cancelled): close stray links.
+            if let Input::Introduced(peer) | Input::Opened(peer) = input {
+                self.links.remove(&LinkKey { peer, offerer: true });
+            }
+            return;
+        };
+        let actions = fetch.download.handle(input, now() as u64);
+        self.run(content, actions);
+        self.emit_status(content);
+    }
+
+    fn run(&mut self, content: ContentId, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Connect(holder) => self.open_fetch_link(content, holder),
+                Action::Send(peer, request) => {
+                    let key = LinkKey { peer, offerer: true };
+                    if let Some(dc) = self.links.get(&key).and_then(|p| p.link.channel.as_ref()) {
+                        let text = serde_json::to_string(&request).expect("requests serialize");
+                        let _ = dc.send_with_str(&text);
+                    }
+                }
+                Action::Disconnect { peer, reason } => {
+                    self.links.remove(&LinkKey { peer, offerer: true });
+                    if let Some(reason) = reason {
+                        self.emit(Event::Warning(content, format!("dropped a holder: {reason}")));
+                    }
+                }
+                Action::Want(n) => {
+                    self.socket.send(&ClientMsg::Want {
+                        content,
+                        holders: Some(n),
+                    });
+                }
+                Action::Complete { manifest, data } => self.complete(content, manifest, data),
+            }
+        }
+    }
+
+    fn complete(&mut self, content: ContentId, manifest_bytes: Vec<u8>, data: Vec<u8>) {
+        let manifest = match Manifest::verify(&content, &manifest_bytes) {
+            Ok(m) => m,
+            Err(e) => return log_error("verified manifest failed to parse", &PeerError::Refused(e.to_string())),
+        };
+        let held = Rc::new(Held {
+            manifest,
+            manifest_bytes,
+            data,
+        });
+        // `hold` resolves the waiters and reports the download verified.
+        self.hold(content, held);
+    }
+
+    fn emit_status(&mut self, content: ContentId) {
+        let Some(fetch) = self.fetches.get_mut(&content) else { return };
+        let status = fetch.download.status();
+        if fetch.shown.as_ref() != Some(&status) {
+            fetch.shown = Some(status.clone());
+            self.emit(Event::Status(content, status));
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        dispatch(&self.on_event, event);
+    }
+
+    fn on_tick(&mut self) {
+        let contents: Vec<ContentId> = self.fetches.keys().copied().collect();
+        for content in contents {
+            self.drive(content, Input::Tick);
+        }
+        let stale = now() - SERVE_OPEN_TIMEOUT_MS;
+        self.links
+            .retain(|k, p| k.offerer || p.link.is_open() || p.created > stale);
+    }
+}
