@@ -42,7 +42,11 @@ pub struct State<R> {
 
 /// Serves the broker on `listener` with the in-process registry until
 /// `shutdown` resolves, then tells every peer to reconnect and returns.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let metrics = Arc::new(Metrics::default());
     let registry = LocalRegistry::new(metrics.clone());
     run_with(listener, config, registry, metrics, shutdown).await
@@ -79,7 +83,11 @@ pub async fn run_with<R: Registry>(
     // Upgraded WebSockets outlive the HTTP server; give their sessions a
     // moment to send the close frame and clean up.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while state.metrics.peers.load(std::sync::atomic::Ordering::Relaxed) > 0
+    while state
+        .metrics
+        .peers
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -41,7 +41,10 @@ const CODES: [ErrorCode; 8] = [
 ];
 
 fn code_index(code: ErrorCode) -> usize {
-    CODES.iter().position(|c| *c == code).expect("every code is listed")
+    CODES
+        .iter()
+        .position(|c| *c == code)
+        .expect("every code is listed")
 }
 
 impl Metrics {
@@ -54,19 +57,64 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        one("broker_peers", "gauge", "Connected peers.", self.peers.load(Relaxed));
-        one("broker_addresses", "gauge", "Addresses with at least one holder.", self.addresses.load(Relaxed));
-        one("broker_ws_bytes_in_total", "counter", "Bytes of WebSocket text frames received.", self.ws_bytes_in.load(Relaxed));
-        one("broker_ws_bytes_out_total", "counter", "Bytes of WebSocket text frames sent.", self.ws_bytes_out.load(Relaxed));
-        one("broker_relayed_total", "counter", "Handshake payloads relayed between peers.", self.relayed.load(Relaxed));
-        one("broker_introductions_total", "counter", "Holders introduced to wanters.", self.introductions.load(Relaxed));
-        one("broker_queue_drops_total", "counter", "Peers disconnected for a full outbound queue.", self.queue_drops.load(Relaxed));
+        one(
+            "broker_peers",
+            "gauge",
+            "Connected peers.",
+            self.peers.load(Relaxed),
+        );
+        one(
+            "broker_addresses",
+            "gauge",
+            "Addresses with at least one holder.",
+            self.addresses.load(Relaxed),
+        );
+        one(
+            "broker_ws_bytes_in_total",
+            "counter",
+            "Bytes of WebSocket text frames received.",
+            self.ws_bytes_in.load(Relaxed),
+        );
+        one(
+            "broker_ws_bytes_out_total",
+            "counter",
+            "Bytes of WebSocket text frames sent.",
+            self.ws_bytes_out.load(Relaxed),
+        );
+        one(
+            "broker_relayed_total",
+            "counter",
+            "Handshake payloads relayed between peers.",
+            self.relayed.load(Relaxed),
+        );
+        one(
+            "broker_introductions_total",
+            "counter",
+            "Holders introduced to wanters.",
+            self.introductions.load(Relaxed),
+        );
+        one(
+            "broker_queue_drops_total",
+            "counter",
+            "Peers disconnected for a full outbound queue.",
+            self.queue_drops.load(Relaxed),
+        );
         let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
         for code in CODES {
-            let name = serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let _ = writeln!(out, "broker_errors_total{{code=\"{name}\"}} {}", self.errors[code_index(code)].load(Relaxed));
+            let name = serde_json::to_value(code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "broker_errors_total{{code=\"{name}\"}} {}",
+                self.errors[code_index(code)].load(Relaxed)
+            );
         }
         out
     }

@@ -93,7 +93,14 @@ async fn serve_as<R: Registry>(
         ice_servers: state.config.ice_servers.clone(),
     });
     match want {
-        Some(Ok(content)) => session.handle(ClientMsg::Want { content, holders: None }).await,
+        Some(Ok(content)) => {
+            session
+                .handle(ClientMsg::Want {
+                    content,
+                    holders: None,
+                })
+                .await
+        }
         Some(Err(message)) => session.error(ErrorCode::BadAddress, message, None),
         None => {}
     }
@@ -154,7 +161,9 @@ struct Session<R> {
 
 impl<R: Registry> Session<R> {
     fn send(&self, msg: &ServerMsg) {
-        let text: Arc<str> = serde_json::to_string(msg).expect("server messages serialize").into();
+        let text: Arc<str> = serde_json::to_string(msg)
+            .expect("server messages serialize")
+            .into();
         // Replies to this peer go through the same bounded queue; if it is
         // full the registry's kill ends the session anyway.
         let _ = self.outbox.try_send(Outbound::Text(text));
@@ -163,13 +172,20 @@ impl<R: Registry> Session<R> {
     fn error(&self, code: ErrorCode, message: String, peer: Option<PeerId>) {
         tracing::debug!(?code, %message, "error reply");
         self.state.metrics.error(code);
-        self.send(&ServerMsg::Error { code, message, peer });
+        self.send(&ServerMsg::Error {
+            code,
+            message,
+            peer,
+        });
     }
 
     async fn frame(&self, msg: Message) {
         if msg.is_text() {
             let text = msg.to_str().unwrap_or_default();
-            self.state.metrics.ws_bytes_in.fetch_add(text.len() as u64, Relaxed);
+            self.state
+                .metrics
+                .ws_bytes_in
+                .fetch_add(text.len() as u64, Relaxed);
             match decode_client(text) {
                 Ok(msg) => self.handle(msg).await,
                 Err(e) => self.error(e.code, e.message, None),
@@ -195,8 +211,11 @@ impl<R: Registry> Session<R> {
                         Some(to),
                     );
                 }
-                let text = serde_json::to_string(&ServerMsg::Signal { from: self.id, data })
-                    .expect("server messages serialize");
+                let text = serde_json::to_string(&ServerMsg::Signal {
+                    from: self.id,
+                    data,
+                })
+                .expect("server messages serialize");
                 let result = registry.publish(to, text.into()).await;
                 if result.is_ok() {
                     self.state.metrics.relayed.fetch_add(1, Relaxed);
@@ -208,7 +227,9 @@ impl<R: Registry> Session<R> {
                 registry.release(self.id, content).await;
                 Ok(())
             }
-            ClientMsg::Want { content, holders } => registry.want(self.id, content, holders.unwrap_or(1)).await,
+            ClientMsg::Want { content, holders } => {
+                registry.want(self.id, content, holders.unwrap_or(1)).await
+            }
             ClientMsg::Unwant { content } => {
                 registry.unwant(self.id, content).await;
                 Ok(())

@@ -38,7 +38,11 @@ fn default_broker_url() -> Result<String, JsValue> {
     let location = web_sys::window()
         .ok_or_else(|| PeerError::Refused("no window: pass the broker URL explicitly".into()))?
         .location();
-    let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
+    let scheme = if location.protocol()? == "https:" {
+        "wss"
+    } else {
+        "ws"
+    };
     Ok(format!("{scheme}://{}/ws", location.host()?))
 }
 
@@ -139,7 +143,11 @@ impl Peer {
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let s = self.inner.borrow().stats();
         let obj = Object::new();
-        Reflect::set(&obj, &"bytesFromPeers".into(), &(s.from_peers as f64).into())?;
+        Reflect::set(
+            &obj,
+            &"bytesFromPeers".into(),
+            &(s.from_peers as f64).into(),
+        )?;
         Reflect::set(&obj, &"bytesToPeers".into(), &(s.to_peers as f64).into())?;
         Ok(obj.into())
     }

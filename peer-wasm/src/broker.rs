@@ -48,19 +48,24 @@ impl BrokerSocket {
         self.close();
         let ws = WebSocket::new(url)?;
         let on = on_event.clone();
-        self.listeners.push(EventListener::new(&ws, "message", move |e| {
-            if let Some(text) = e.dyn_ref::<MessageEvent>().and_then(|m| m.data().as_string()) {
-                on(BrokerEvent::Text(text));
-            }
-        }));
+        self.listeners
+            .push(EventListener::new(&ws, "message", move |e| {
+                if let Some(text) = e
+                    .dyn_ref::<MessageEvent>()
+                    .and_then(|m| m.data().as_string())
+                {
+                    on(BrokerEvent::Text(text));
+                }
+            }));
         let on = on_event;
-        self.listeners.push(EventListener::new(&ws, "close", move |e| {
-            let reason = e
-                .dyn_ref::<CloseEvent>()
-                .map(|c| format!("{} {}", c.code(), c.reason()))
-                .unwrap_or_default();
-            on(BrokerEvent::Closed(reason));
-        }));
+        self.listeners
+            .push(EventListener::new(&ws, "close", move |e| {
+                let reason = e
+                    .dyn_ref::<CloseEvent>()
+                    .map(|c| format!("{} {}", c.code(), c.reason()))
+                    .unwrap_or_default();
+                on(BrokerEvent::Closed(reason));
+            }));
         self.ws = Some(ws);
         Ok(())
     }

@@ -24,8 +24,20 @@ type Events = mpsc::UnboundedReceiver<(bool, LinkEvent)>;
 fn pair() -> (Link, Link, Events) {
     let (tx, rx) = mpsc::unbounded();
     let tx_a = tx.clone();
-    let a = Link::new(&[], true, false, Rc::new(move |e| drop(tx_a.unbounded_send((true, e))))).unwrap();
-    let b = Link::new(&[], false, false, Rc::new(move |e| drop(tx.unbounded_send((false, e))))).unwrap();
+    let a = Link::new(
+        &[],
+        true,
+        false,
+        Rc::new(move |e| drop(tx_a.unbounded_send((true, e)))),
+    )
+    .unwrap();
+    let b = Link::new(
+        &[],
+        false,
+        false,
+        Rc::new(move |e| drop(tx.unbounded_send((false, e)))),
+    )
+    .unwrap();
     (a, b, rx)
 }
 
@@ -71,9 +83,13 @@ async fn data_channel_carries_frames_between_two_links() {
     let mut assembly: Option<Assembly> = None;
     let received = loop {
         let (from_a, event) = events.next().await.expect("link events");
-        let LinkEvent::Message(data) = event else { continue };
+        let LinkEvent::Message(data) = event else {
+            continue;
+        };
         assert!(!from_a, "only b receives");
-        let buf = data.dyn_into::<ArrayBuffer>().expect("binary messages arrive as ArrayBuffer");
+        let buf = data
+            .dyn_into::<ArrayBuffer>()
+            .expect("binary messages arrive as ArrayBuffer");
         let bytes = Uint8Array::new(&buf).to_vec();
         let frame = Frame::decode(&bytes).unwrap();
         let asm = assembly.get_or_insert_with(|| Assembly::new(frame.total, 1 << 20).unwrap());
@@ -115,8 +131,11 @@ async fn shared_content_has_the_native_address_and_fetches_from_memory() {
 #[wasm_bindgen_test]
 fn bad_addresses_are_refused_with_a_clear_error() {
     let peer = Peer::new(Some("ws://127.0.0.1:9/ws".into()), None).unwrap();
-    let err: JsValue = peer.fetch("ABC").err().expect("an error");
-    let message = js_sys::Reflect::get(&err, &"message".into()).unwrap().as_string().unwrap();
+    let err: JsValue = peer.fetch("ABC").expect_err("an error");
+    let message = js_sys::Reflect::get(&err, &"message".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
     assert!(message.contains("64 lowercase hex"), "{message}");
     peer.close();
 }

@@ -43,5 +43,8 @@ pub type Result<T, E = PeerError> = std::result::Result<T, E>;
 
 /// Logs a failure that has no caller to return to (event handlers).
 pub fn log_error(context: &str, e: &PeerError) {
-    web_sys::console::warn_2(&JsValue::from_str(context), &JsValue::from_str(&e.to_string()));
+    web_sys::console::warn_2(
+        &JsValue::from_str(context),
+        &JsValue::from_str(&e.to_string()),
+    );
 }

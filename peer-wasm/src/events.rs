@@ -49,7 +49,11 @@ impl Event {
                     Status::Looking => "looking",
                     Status::Gone => "gone",
                     Status::Connecting => "connecting",
-                    Status::Receiving { received, total, sources } => {
+                    Status::Receiving {
+                        received,
+                        total,
+                        sources,
+                    } => {
                         set(&obj, "received", (*received as f64).into());
                         set(&obj, "total", (*total as f64).into());
                         set(&obj, "sources", (*sources).into());

@@ -155,7 +155,9 @@ impl Inner {
         let weak = Rc::downgrade(&rc);
         wasm_bindgen_futures::spawn_local(async move { with_inner(&weak, Inner::connect) });
         let weak = Rc::downgrade(&rc);
-        rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || with_inner(&weak, Inner::on_tick)));
+        rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || {
+            with_inner(&weak, Inner::on_tick)
+        }));
         rc
     }
 
@@ -186,7 +188,11 @@ impl Inner {
         self.held
             .get(content)
             .map(|h| h.manifest.clone())
-            .or_else(|| self.fetches.get(content).and_then(|f| f.download.manifest().cloned()))
+            .or_else(|| {
+                self.fetches
+                    .get(content)
+                    .and_then(|f| f.download.manifest().cloned())
+            })
     }
 
     /// Holds `data` and announces it; returns its address.
@@ -246,7 +252,8 @@ impl Inner {
     pub fn cancel(&mut self, content: &ContentId) {
         if self.fetches.remove(content).is_some() {
             self.socket.send(&ClientMsg::Unwant { content: *content });
-            self.links.retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
+            self.links
+                .retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
         }
     }
 
@@ -287,18 +294,25 @@ impl Inner {
         }
         let delay = self.socket.next_delay();
         let weak = self.me.clone();
-        self.reconnect = Some(Timeout::new(delay, move || with_inner(&weak, Inner::connect)));
+        self.reconnect = Some(Timeout::new(delay, move || {
+            with_inner(&weak, Inner::connect)
+        }));
     }
 
     fn on_broker_event(&mut self, ev: BrokerEvent) {
         match ev {
             BrokerEvent::Text(text) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => self.on_server_msg(msg),
-                Err(e) => log_error("unreadable message from the broker", &PeerError::Refused(e.to_string())),
+                Err(e) => log_error(
+                    "unreadable message from the broker",
+                    &PeerError::Refused(e.to_string()),
+                ),
             },
             BrokerEvent::Closed(reason) => {
                 if self.id.take().is_some() {
-                    web_sys::console::info_1(&format!("broker connection closed ({reason}); reconnecting").into());
+                    web_sys::console::info_1(
+                        &format!("broker connection closed ({reason}); reconnecting").into(),
+                    );
                 }
                 self.emit(Event::Disconnected);
                 self.schedule_reconnect();
@@ -327,10 +341,15 @@ impl Inner {
                     }
                 }
             }
-            ServerMsg::Signal { from, data } => match serde_json::from_str::<PeerSignal>(data.get()) {
-                Ok(signal) => self.on_signal(from, signal),
-                Err(e) => log_error("unreadable signal from a peer", &PeerError::Refused(e.to_string())),
-            },
+            ServerMsg::Signal { from, data } => {
+                match serde_json::from_str::<PeerSignal>(data.get()) {
+                    Ok(signal) => self.on_signal(from, signal),
+                    Err(e) => log_error(
+                        "unreadable signal from a peer",
+                        &PeerError::Refused(e.to_string()),
+                    ),
+                }
+            }
             ServerMsg::Introduce { content, holder } => {
                 self.drive(content, Input::Introduced(holder));
             }
@@ -339,11 +358,21 @@ impl Inner {
                 self.emit(Event::Holders(content, count));
                 self.drive(content, Input::Holders(count));
             }
-            ServerMsg::Error { code, message, peer } => {
+            ServerMsg::Error {
+                code,
+                message,
+                peer,
+            } => {
                 web_sys::console::warn_1(&format!("broker: {code:?}: {message}").into());
                 if let Some(peer) = peer {
                     // The holder we were handshaking with left.
-                    self.on_link_lost(LinkKey { peer, offerer: true }, message);
+                    self.on_link_lost(
+                        LinkKey {
+                            peer,
+                            offerer: true,
+                        },
+                        message,
+                    );
                 }
             }
         }
@@ -358,7 +387,10 @@ impl Inner {
         match signal {
             PeerSignal::Offer { sdp, content } => self.accept_offer(from, sdp, content),
             PeerSignal::Answer { sdp } => {
-                let key = LinkKey { peer: from, offerer: true };
+                let key = LinkKey {
+                    peer: from,
+                    offerer: true,
+                };
                 if let Some(p) = self.links.get(&key) {
                     let pc = p.link.pc.clone();
                     let weak = self.me.clone();
@@ -381,13 +413,23 @@ impl Inner {
                 sdp_mid,
                 sdp_m_line_index,
             } => {
-                let key = LinkKey { peer: from, offerer: !offerer };
+                let key = LinkKey {
+                    peer: from,
+                    offerer: !offerer,
+                };
                 if let Some(p) = self.links.get_mut(&key) {
-                    p.link.add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
+                    p.link
+                        .add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
                 }
             }
             PeerSignal::Bye { offerer, reason } => {
-                self.on_link_lost(LinkKey { peer: from, offerer: !offerer }, reason);
+                self.on_link_lost(
+                    LinkKey {
+                        peer: from,
+                        offerer: !offerer,
+                    },
+                    reason,
+                );
             }
         }
     }
@@ -400,8 +442,16 @@ impl Inner {
     }
 
     fn open_fetch_link(&mut self, content: ContentId, holder: PeerId) {
-        let key = LinkKey { peer: holder, offerer: true };
-        let link = match Link::new(&self.ice_servers, true, self.relay_only, self.link_callback(key)) {
+        let key = LinkKey {
+            peer: holder,
+            offerer: true,
+        };
+        let link = match Link::new(
+            &self.ice_servers,
+            true,
+            self.relay_only,
+            self.link_callback(key),
+        ) {
             Ok(link) => link,
             Err(e) => {
                 self.drive(content, Input::Lost(holder, e.to_string()));
@@ -424,7 +474,9 @@ impl Inner {
                 // The link may have been dropped while the offer was made.
                 let current = i.links.get(&key).is_some_and(|p| p.link.pc == pc);
                 match result {
-                    Ok(sdp) if current => i.send_signal(holder, &PeerSignal::Offer { sdp, content }),
+                    Ok(sdp) if current => {
+                        i.send_signal(holder, &PeerSignal::Offer { sdp, content })
+                    }
                     Ok(_) => {}
                     Err(e) => i.on_link_lost(key, format!("could not make an offer: {e}")),
                 }
@@ -443,8 +495,16 @@ impl Inner {
             );
             return;
         }
-        let key = LinkKey { peer: from, offerer: false };
-        let link = match Link::new(&self.ice_servers, false, self.relay_only, self.link_callback(key)) {
+        let key = LinkKey {
+            peer: from,
+            offerer: false,
+        };
+        let link = match Link::new(
+            &self.ice_servers,
+            false,
+            self.relay_only,
+            self.link_callback(key),
+        ) {
             Ok(link) => link,
             Err(e) => return log_error("cannot create a connection", &e),
         };
@@ -518,7 +578,9 @@ impl Inner {
     }
 
     fn on_channel_message(&mut self, key: LinkKey, data: wasm_bindgen::JsValue) {
-        let Some(peering) = self.links.get(&key) else { return };
+        let Some(peering) = self.links.get(&key) else {
+            return;
+        };
         let role_content = match &peering.role {
             Role::Fetch(c) => Some(*c),
             Role::Serve(_) => None,
@@ -582,13 +644,19 @@ impl Inner {
                         },
                     );
                 }
-                (content, indices.into_iter().map(|i| (FrameKind::Chunk, i)).collect())
+                (
+                    content,
+                    indices.into_iter().map(|i| (FrameKind::Chunk, i)).collect(),
+                )
             }
         };
         let Some(held) = self.held.get(&content).cloned() else {
             return self.reply(key, &Reply::Missing { content });
         };
-        if jobs.iter().any(|(_, i)| *i >= held.manifest.chunk_count() && !held.manifest.chunks.is_empty()) {
+        if jobs
+            .iter()
+            .any(|(_, i)| *i >= held.manifest.chunk_count() && !held.manifest.chunks.is_empty())
+        {
             return self.reply(
                 key,
                 &Reply::Refused {
@@ -614,13 +682,19 @@ impl Inner {
     /// Sends queued frames until the channel's buffer is full; resumes on
     /// `bufferedamountlow`.
     fn pump(&mut self, key: LinkKey) {
-        let Some(peering) = self.links.get_mut(&key) else { return };
-        let Role::Serve(queue) = &mut peering.role else { return };
+        let Some(peering) = self.links.get_mut(&key) else {
+            return;
+        };
+        let Role::Serve(queue) = &mut peering.role else {
+            return;
+        };
         let link = &peering.link;
         if !link.is_open() {
             return;
         }
-        let Some(dc) = link.channel.clone() else { return };
+        let Some(dc) = link.channel.clone() else {
+            return;
+        };
         while link.buffered() < HIGH_WATER {
             let Some(job) = queue.front_mut() else { break };
             let (frame, next) = Frame::encode_at(job.kind, job.index, job.object(), job.offset);
@@ -643,7 +717,10 @@ impl Inner {
         let Some(fetch) = self.fetches.get_mut(&content) else {
             // Not fetching (done or cancelled): close stray links.
             if let Input::Introduced(peer) | Input::Opened(peer) = input {
-                self.links.remove(&LinkKey { peer, offerer: true });
+                self.links.remove(&LinkKey {
+                    peer,
+                    offerer: true,
+                });
             }
             return;
         };
@@ -657,16 +734,25 @@ impl Inner {
             match action {
                 Action::Connect(holder) => self.open_fetch_link(content, holder),
                 Action::Send(peer, request) => {
-                    let key = LinkKey { peer, offerer: true };
+                    let key = LinkKey {
+                        peer,
+                        offerer: true,
+                    };
                     if let Some(dc) = self.links.get(&key).and_then(|p| p.link.channel.as_ref()) {
                         let text = serde_json::to_string(&request).expect("requests serialize");
                         let _ = dc.send_with_str(&text);
                     }
                 }
                 Action::Disconnect { peer, reason } => {
-                    self.links.remove(&LinkKey { peer, offerer: true });
+                    self.links.remove(&LinkKey {
+                        peer,
+                        offerer: true,
+                    });
                     if let Some(reason) = reason {
-                        self.emit(Event::Warning(content, format!("dropped a holder: {reason}")));
+                        self.emit(Event::Warning(
+                            content,
+                            format!("dropped a holder: {reason}"),
+                        ));
                     }
                 }
                 Action::Want(n) => {
@@ -683,7 +769,12 @@ impl Inner {
     fn complete(&mut self, content: ContentId, manifest_bytes: Vec<u8>, data: Vec<u8>) {
         let manifest = match Manifest::verify(&content, &manifest_bytes) {
             Ok(m) => m,
-            Err(e) => return log_error("verified manifest failed to parse", &PeerError::Refused(e.to_string())),
+            Err(e) => {
+                return log_error(
+                    "verified manifest failed to parse",
+                    &PeerError::Refused(e.to_string()),
+                )
+            }
         };
         let held = Rc::new(Held {
             manifest,
@@ -695,7 +786,9 @@ impl Inner {
     }
 
     fn emit_status(&mut self, content: ContentId) {
-        let Some(fetch) = self.fetches.get_mut(&content) else { return };
+        let Some(fetch) = self.fetches.get_mut(&content) else {
+            return;
+        };
         let status = fetch.download.status();
         if fetch.shown.as_ref() != Some(&status) {
             fetch.shown = Some(status.clone());

@@ -67,7 +67,12 @@ pub struct Link {
 impl Link {
     /// A new connection using `ice_servers`. The offerer also creates the
     /// data channel here, so that the offer describes it.
-    pub fn new(ice_servers: &[IceServer], offerer: bool, relay_only: bool, on_event: OnEvent) -> Result<Link> {
+    pub fn new(
+        ice_servers: &[IceServer],
+        offerer: bool,
+        relay_only: bool,
+        on_event: OnEvent,
+    ) -> Result<Link> {
         let config = RtcConfiguration::new();
         let servers = Array::new();
         for s in ice_servers {
@@ -99,7 +104,9 @@ impl Link {
         if offerer {
             let init = RtcDataChannelInit::new();
             init.set_ordered(true);
-            let dc = link.pc.create_data_channel_with_data_channel_dict(CHANNEL_LABEL, &init);
+            let dc = link
+                .pc
+                .create_data_channel_with_data_channel_dict(CHANNEL_LABEL, &init);
             link.attach(dc);
         }
         Ok(link)
@@ -107,34 +114,40 @@ impl Link {
 
     fn listen_connection(&mut self) {
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&self.pc, "icecandidate", move |e| {
-            let Some(e) = e.dyn_ref::<RtcPeerConnectionIceEvent>() else { return };
-            // A null candidate marks the end of gathering; nothing to send.
-            if let Some(c) = e.candidate() {
-                if !c.candidate().is_empty() {
-                    on(LinkEvent::Candidate {
-                        candidate: c.candidate(),
-                        sdp_mid: c.sdp_mid(),
-                        sdp_m_line_index: c.sdp_m_line_index(),
-                    });
+        self.listeners
+            .push(EventListener::new(&self.pc, "icecandidate", move |e| {
+                let Some(e) = e.dyn_ref::<RtcPeerConnectionIceEvent>() else {
+                    return;
+                };
+                // A null candidate marks the end of gathering; nothing to send.
+                if let Some(c) = e.candidate() {
+                    if !c.candidate().is_empty() {
+                        on(LinkEvent::Candidate {
+                            candidate: c.candidate(),
+                            sdp_mid: c.sdp_mid(),
+                            sdp_m_line_index: c.sdp_m_line_index(),
+                        });
+                    }
                 }
-            }
-        }));
+            }));
         let on = self.on_event.clone();
         let pc = self.pc.clone();
-        self.listeners.push(EventListener::new(&self.pc, "connectionstatechange", move |_| {
-            match pc.connection_state() {
+        self.listeners.push(EventListener::new(
+            &self.pc,
+            "connectionstatechange",
+            move |_| match pc.connection_state() {
                 RtcPeerConnectionState::Failed => on(LinkEvent::Closed("connection failed".into())),
                 RtcPeerConnectionState::Closed => on(LinkEvent::Closed("connection closed".into())),
                 _ => {}
-            }
-        }));
+            },
+        ));
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&self.pc, "datachannel", move |e| {
-            if let Some(e) = e.dyn_ref::<RtcDataChannelEvent>() {
-                on(LinkEvent::Channel(e.channel()));
-            }
-        }));
+        self.listeners
+            .push(EventListener::new(&self.pc, "datachannel", move |e| {
+                if let Some(e) = e.dyn_ref::<RtcDataChannelEvent>() {
+                    on(LinkEvent::Channel(e.channel()));
+                }
+            }));
     }
 
     /// Adopts a data channel: binary as `ArrayBuffer`, events forwarded.
@@ -142,21 +155,27 @@ impl Link {
         dc.set_binary_type(RtcDataChannelType::Arraybuffer);
         dc.set_buffered_amount_low_threshold(LOW_WATER);
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&dc, "open", move |_| on(LinkEvent::Open)));
+        self.listeners
+            .push(EventListener::new(&dc, "open", move |_| {
+                on(LinkEvent::Open)
+            }));
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&dc, "message", move |e| {
-            if let Some(e) = e.dyn_ref::<MessageEvent>() {
-                on(LinkEvent::Message(e.data()));
-            }
-        }));
+        self.listeners
+            .push(EventListener::new(&dc, "message", move |e| {
+                if let Some(e) = e.dyn_ref::<MessageEvent>() {
+                    on(LinkEvent::Message(e.data()));
+                }
+            }));
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&dc, "bufferedamountlow", move |_| {
-            on(LinkEvent::BufferLow)
-        }));
+        self.listeners
+            .push(EventListener::new(&dc, "bufferedamountlow", move |_| {
+                on(LinkEvent::BufferLow)
+            }));
         let on = self.on_event.clone();
-        self.listeners.push(EventListener::new(&dc, "close", move |_| {
-            on(LinkEvent::Closed("data channel closed".into()))
-        }));
+        self.listeners
+            .push(EventListener::new(&dc, "close", move |_| {
+                on(LinkEvent::Closed("data channel closed".into()))
+            }));
         self.channel = Some(dc);
     }
 
@@ -197,18 +216,27 @@ impl Link {
     pub fn remote_ready(&mut self) {
         self.remote_set = true;
         for c in std::mem::take(&mut self.pending) {
-            let _ = self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&c));
+            let _ = self
+                .pc
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&c));
         }
     }
 
     /// Adds a remote candidate now, or once the remote description is set.
-    pub fn add_candidate(&mut self, candidate: &str, sdp_mid: Option<&str>, sdp_m_line_index: Option<u16>) {
+    pub fn add_candidate(
+        &mut self,
+        candidate: &str,
+        sdp_mid: Option<&str>,
+        sdp_m_line_index: Option<u16>,
+    ) {
         let init = RtcIceCandidateInit::new(candidate);
         init.set_sdp_mid(sdp_mid);
         init.set_sdp_m_line_index(sdp_m_line_index);
         if self.remote_set {
             // Errors surface as a failed connection, handled there.
-            let _ = self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
+            let _ = self
+                .pc
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init));
         } else {
             self.pending.push(init);
         }

@@ -17,7 +17,11 @@ pub struct Held {
 
 impl Held {
     /// Describes freshly shared bytes.
-    pub fn from_share(data: Vec<u8>, media_type: &str, name: Option<&str>) -> (ContentId, Rc<Held>) {
+    pub fn from_share(
+        data: Vec<u8>,
+        media_type: &str,
+        name: Option<&str>,
+    ) -> (ContentId, Rc<Held>) {
         let manifest = Manifest::describe(&data, media_type, name);
         let manifest_bytes = manifest.to_bytes();
         let address = ContentId::of_manifest_bytes(&manifest_bytes);

@@ -266,7 +266,8 @@ impl Download {
                 let asm = match &mut src.assembly {
                     Some(asm) => asm,
                     slot => slot.insert(
-                        Assembly::new(frame.total, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?,
+                        Assembly::new(frame.total, MAX_MANIFEST_BYTES)
+                            .map_err(|e| e.to_string())?,
                     ),
                 };
                 if let Some(bytes) = asm.push(&frame).map_err(|e| e.to_string())? {
@@ -288,7 +289,10 @@ impl Download {
                     return Err("sent a chunk before the manifest".into());
                 };
                 if src.in_flight.first() != Some(&frame.index) {
-                    return Err(format!("sent chunk {} which was not requested next", frame.index));
+                    return Err(format!(
+                        "sent chunk {} which was not requested next",
+                        frame.index
+                    ));
                 }
                 let len = manifest.chunk_len(frame.index);
                 if frame.total as usize != len {
@@ -296,7 +300,9 @@ impl Download {
                 }
                 let asm = match &mut src.assembly {
                     Some(asm) => asm,
-                    slot => slot.insert(Assembly::new(frame.total, len).map_err(|e| e.to_string())?),
+                    slot => {
+                        slot.insert(Assembly::new(frame.total, len).map_err(|e| e.to_string())?)
+                    }
                 };
                 if let Some(bytes) = asm.push(&frame).map_err(|e| e.to_string())? {
                     src.assembly = None;
@@ -322,7 +328,12 @@ impl Download {
             if self.manifest_from.is_none() {
                 if let Some((&peer, _)) = self.sources.iter().find(|(_, s)| s.open) {
                     self.manifest_from = Some(peer);
-                    out.push(Action::Send(peer, Request::Manifest { content: self.content }));
+                    out.push(Action::Send(
+                        peer,
+                        Request::Manifest {
+                            content: self.content,
+                        },
+                    ));
                 }
             }
             return;

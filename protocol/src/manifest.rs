@@ -45,7 +45,9 @@ pub struct Manifest {
 /// Why a manifest was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    #[error("manifest does not match the address: the sender gave other content than the link names")]
+    #[error(
+        "manifest does not match the address: the sender gave other content than the link names"
+    )]
     AddressMismatch,
     #[error("manifest is {0} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")]
     TooLarge(usize),
@@ -119,8 +121,7 @@ impl Manifest {
         if self.chunks.len() as u64 != self.size.div_ceil(self.chunk_size as u64) {
             return invalid("chunk count does not match size and chunk size");
         }
-        if self.media_type.len() > MAX_MEDIA_TYPE || self.media_type.chars().any(char::is_control)
-        {
+        if self.media_type.len() > MAX_MEDIA_TYPE || self.media_type.chars().any(char::is_control) {
             return invalid("media type is too long or has control characters");
         }
         if let Some(name) = &self.name {
@@ -167,17 +168,30 @@ mod tests {
     #[test]
     fn name_and_type_are_part_of_the_address() {
         let a = Manifest::describe(b"x", "text/plain", None);
-        assert_ne!(a.address(), Manifest::describe(b"x", "text/html", None).address());
-        assert_ne!(a.address(), Manifest::describe(b"x", "text/plain", Some("a.txt")).address());
+        assert_ne!(
+            a.address(),
+            Manifest::describe(b"x", "text/html", None).address()
+        );
+        assert_ne!(
+            a.address(),
+            Manifest::describe(b"x", "text/plain", Some("a.txt")).address()
+        );
     }
 
     #[test]
     fn verify_accepts_the_real_manifest_and_rejects_others() {
-        let m = Manifest::describe(&vec![7u8; 600_000], "application/octet-stream", Some("f.bin"));
+        let m = Manifest::describe(
+            &vec![7u8; 600_000],
+            "application/octet-stream",
+            Some("f.bin"),
+        );
         let bytes = m.to_bytes();
         assert_eq!(Manifest::verify(&m.address(), &bytes).unwrap(), m);
         let other = Manifest::describe(b"other", "text/plain", None).address();
-        assert_eq!(Manifest::verify(&other, &bytes), Err(ManifestError::AddressMismatch));
+        assert_eq!(
+            Manifest::verify(&other, &bytes),
+            Err(ManifestError::AddressMismatch)
+        );
     }
 
     #[test]
@@ -191,7 +205,9 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_content_exactly() {
-        let data: Vec<u8> = (0..(DEFAULT_CHUNK_SIZE as usize * 2 + 5)).map(|i| (i / 3) as u8).collect();
+        let data: Vec<u8> = (0..(DEFAULT_CHUNK_SIZE as usize * 2 + 5))
+            .map(|i| (i / 3) as u8)
+            .collect();
         let m = Manifest::describe(&data, "application/octet-stream", None);
         assert_eq!(m.chunk_count(), 3);
         assert_eq!(m.chunk_len(2), 5);

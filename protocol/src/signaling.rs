@@ -243,7 +243,8 @@ mod tests {
 
     #[test]
     fn signal_payload_is_forwarded_verbatim() {
-        let text = r#"{"signal":{"to":"00000000-0000-0000-0000-000000000000","data":{"b":1, "a":[2]}}}"#;
+        let text =
+            r#"{"signal":{"to":"00000000-0000-0000-0000-000000000000","data":{"b":1, "a":[2]}}}"#;
         let ClientMsg::Signal { data, .. } = decode_client(text).unwrap() else {
             panic!()
         };
@@ -257,7 +258,10 @@ mod tests {
         assert_eq!(code(r#"{"teleport":{}}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"hold":{"content":"XYZ"}}"#), ErrorCode::BadAddress);
         assert_eq!(code(r#"{"hold":{}}"#), ErrorCode::BadMessage);
-        assert_eq!(code(r#"{"signal":{"to":"nope","data":1}}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code(r#"{"signal":{"to":"nope","data":1}}"#),
+            ErrorCode::BadMessage
+        );
         let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
         assert_eq!(code(&big), ErrorCode::TooLarge);
     }

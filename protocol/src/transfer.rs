@@ -118,7 +118,12 @@ impl<'a> Frame<'a> {
 
     /// Encodes the frame of `object` that starts at `offset` (at most
     /// [`MAX_PAYLOAD`] bytes of it). Returns the frame and the next offset.
-    pub fn encode_at(kind: FrameKind, index: u32, object: &[u8], offset: usize) -> (Vec<u8>, usize) {
+    pub fn encode_at(
+        kind: FrameKind,
+        index: u32,
+        object: &[u8],
+        offset: usize,
+    ) -> (Vec<u8>, usize) {
         let end = (offset + MAX_PAYLOAD).min(object.len());
         let mut out = Vec::with_capacity(HEADER + end - offset);
         out.push(match kind {
@@ -133,7 +138,11 @@ impl<'a> Frame<'a> {
     }
 
     /// Splits a whole object into encoded frames.
-    pub fn encode_all(kind: FrameKind, index: u32, object: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    pub fn encode_all(
+        kind: FrameKind,
+        index: u32,
+        object: &[u8],
+    ) -> impl Iterator<Item = Vec<u8>> + '_ {
         // An empty object still needs one frame so the receiver learns it.
         let count = object.len().div_ceil(MAX_PAYLOAD).max(1);
         (0..count).map(move |i| Self::encode_at(kind, index, object, i * MAX_PAYLOAD).0)
@@ -225,13 +234,19 @@ mod tests {
     #[test]
     fn rejects_bad_frames() {
         assert_eq!(Frame::decode(&[1; 5]), Err(FrameError::BadLength(5)));
-        assert_eq!(Frame::decode(&[0; MAX_FRAME + 1]), Err(FrameError::BadLength(MAX_FRAME + 1)));
+        assert_eq!(
+            Frame::decode(&[0; MAX_FRAME + 1]),
+            Err(FrameError::BadLength(MAX_FRAME + 1))
+        );
         assert_eq!(Frame::decode(&[7; HEADER]), Err(FrameError::BadKind(7)));
         let object = vec![1u8; 30_000];
         let frames: Vec<_> = Frame::encode_all(FrameKind::Chunk, 0, &object).collect();
         let mut asm = Assembly::new(30_000, 1 << 20).unwrap();
         let second = Frame::decode(&frames[1]).unwrap();
-        assert!(matches!(asm.push(&second), Err(FrameError::OutOfOrder { .. })));
+        assert!(matches!(
+            asm.push(&second),
+            Err(FrameError::OutOfOrder { .. })
+        ));
         assert!(Assembly::new(30_000, 100).is_err());
     }
 

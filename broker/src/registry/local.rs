@@ -60,7 +60,9 @@ impl PeerContent {
 type Deliveries = Vec<(PeerId, Arc<str>)>;
 
 fn encode(msg: &ServerMsg) -> Arc<str> {
-    serde_json::to_string(msg).expect("server messages serialize").into()
+    serde_json::to_string(msg)
+        .expect("server messages serialize")
+        .into()
 }
 
 impl LocalRegistry {
@@ -88,7 +90,9 @@ impl LocalRegistry {
             Err(TrySendError::Full(_)) => {
                 // A peer that cannot keep up is dropped rather than buffered
                 // without bound; its session sees the kill and closes.
-                self.metrics.queue_drops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .queue_drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 mailbox.kill.notify_one();
                 Ok(())
             }
@@ -192,13 +196,19 @@ impl Index {
     }
 
     fn addresses(&self) -> u64 {
-        self.by_content.values().filter(|e| !e.holders.is_empty()).count() as u64
+        self.by_content
+            .values()
+            .filter(|e| !e.holders.is_empty())
+            .count() as u64
     }
 }
 
 impl Registry for LocalRegistry {
     async fn connect(&self, peer: PeerId, mailbox: Mailbox) {
-        self.topics.write().expect("topics lock").insert(peer, mailbox);
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(peer, mailbox);
     }
 
     async fn disconnect(&self, peer: PeerId) {
@@ -213,7 +223,9 @@ impl Registry for LocalRegistry {
                     index.remove_wanter(peer, content);
                 }
             }
-            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .addresses
+                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
         }
         self.topics.write().expect("topics lock").remove(&peer);
         self.deliver_all(out);
@@ -262,11 +274,21 @@ impl Registry for LocalRegistry {
                 if let Some(n) = entry.wanters.get_mut(&wanter) {
                     *n -= 1;
                 }
-                out.push((wanter, encode(&ServerMsg::Introduce { content, holder: peer })));
-                self.metrics.introductions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                out.push((
+                    wanter,
+                    encode(&ServerMsg::Introduce {
+                        content,
+                        holder: peer,
+                    }),
+                ));
+                self.metrics
+                    .introductions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             index.announce_count(content, &mut out);
-            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .addresses
+                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
         }
         self.deliver_all(out);
         Ok(())
@@ -281,12 +303,19 @@ impl Registry for LocalRegistry {
             }
             index.drop_peer_if_empty(&peer);
             index.remove_holder(peer, content, &mut out);
-            self.metrics.addresses.store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .addresses
+                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
         }
         self.deliver_all(out);
     }
 
-    async fn want(&self, peer: PeerId, content: ContentId, holders: u8) -> Result<(), RegistryError> {
+    async fn want(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+        holders: u8,
+    ) -> Result<(), RegistryError> {
         let holders = holders.clamp(1, protocol::signaling::MAX_INTRODUCTIONS);
         let mut out = Deliveries::new();
         {

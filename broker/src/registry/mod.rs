@@ -63,10 +63,18 @@ pub trait Registry: Send + Sync + 'static {
     fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
 
     /// Publishes a serialized message on `to`'s topic.
-    fn publish(&self, to: PeerId, text: Arc<str>) -> impl Future<Output = Result<(), RegistryError>> + Send;
+    fn publish(
+        &self,
+        to: PeerId,
+        text: Arc<str>,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 
     /// Records that `peer` holds `content`; introduces it to waiting wanters.
-    fn hold(&self, peer: PeerId, content: ContentId) -> impl Future<Output = Result<(), RegistryError>> + Send;
+    fn hold(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 
     /// Records that `peer` no longer holds `content`.
     fn release(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send;

@@ -33,7 +33,8 @@ impl Fixture {
                 .flat_map(|&i| {
                     let start = i as usize * self.manifest.chunk_size as usize;
                     let end = start + self.manifest.chunk_len(i);
-                    Frame::encode_all(FrameKind::Chunk, i, &self.data[start..end]).collect::<Vec<_>>()
+                    Frame::encode_all(FrameKind::Chunk, i, &self.data[start..end])
+                        .collect::<Vec<_>>()
                 })
                 .collect(),
         }
@@ -69,16 +70,27 @@ fn single_holder_happy_path() {
     let fx = Fixture::new(40_000, 256 * 1024);
     let mut dl = Download::new(fx.address(), 0);
     assert_eq!(dl.status(), Status::Looking);
-    assert_eq!(dl.handle(Input::Introduced(peer(1)), 0), vec![Action::Connect(peer(1))]);
+    assert_eq!(
+        dl.handle(Input::Introduced(peer(1)), 0),
+        vec![Action::Connect(peer(1))]
+    );
     assert_eq!(dl.status(), Status::Connecting);
     let actions = dl.handle(Input::Opened(peer(1)), 5);
     assert_eq!(
         actions,
-        vec![Action::Send(peer(1), Request::Manifest { content: fx.address() })]
+        vec![Action::Send(
+            peer(1),
+            Request::Manifest {
+                content: fx.address()
+            }
+        )]
     );
     let seen = pump(&mut dl, &fx, actions, 6);
     assert_eq!(complete_data(&seen), Some(&fx.data));
-    assert!(seen.contains(&Action::Disconnect { peer: peer(1), reason: None }));
+    assert!(seen.contains(&Action::Disconnect {
+        peer: peer(1),
+        reason: None
+    }));
     assert_eq!(dl.status(), Status::Verified);
 }
 
@@ -91,7 +103,9 @@ fn manifest_of_other_content_bans_the_holder() {
     let actions = dl.handle(Input::Opened(peer(1)), 0);
     let seen = pump(&mut dl, &other, actions, 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(matches!(&seen[0], Action::Disconnect { reason: Some(r), .. } if r.contains("does not match")));
+    assert!(
+        matches!(&seen[0], Action::Disconnect { reason: Some(r), .. } if r.contains("does not match"))
+    );
     assert!(seen.contains(&Action::Want(1)));
     // Introduced again, the bad holder is ignored.
     assert!(dl.handle(Input::Introduced(peer(1)), 1).is_empty());
@@ -143,19 +157,26 @@ fn several_holders_share_the_chunks() {
     dl.handle(Input::Introduced(peer(1)), 0);
     let first = dl.handle(Input::Opened(peer(1)), 0);
     // Deliver only the manifest.
-    let Action::Send(_, req) = &first[0] else { panic!() };
+    let Action::Send(_, req) = &first[0] else {
+        panic!()
+    };
     let mut after_manifest = Vec::new();
     for frame in fx.answer(req) {
         after_manifest.extend(dl.handle(Input::Frame(peer(1), &frame), 0));
     }
-    assert!(after_manifest.contains(&Action::Want(3)), "{after_manifest:?}");
+    assert!(
+        after_manifest.contains(&Action::Want(3)),
+        "{after_manifest:?}"
+    );
     dl.handle(Input::Introduced(peer(2)), 0);
     let second = dl.handle(Input::Opened(peer(2)), 0);
     let asked = |actions: &[Action], who: PeerId| -> Vec<u32> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send(p, Request::Chunks { indices, .. }) if *p == who => Some(indices.clone()),
+                Action::Send(p, Request::Chunks { indices, .. }) if *p == who => {
+                    Some(indices.clone())
+                }
                 _ => None,
             })
             .flatten()
@@ -177,21 +198,30 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
     let mut dl = Download::new(fx.address(), 0);
     dl.handle(Input::Introduced(peer(1)), 0);
     let actions = dl.handle(Input::Opened(peer(1)), 0);
-    let Action::Send(_, req) = &actions[0] else { panic!() };
+    let Action::Send(_, req) = &actions[0] else {
+        panic!()
+    };
     let mut next = Vec::new();
     for frame in fx.answer(req) {
         next.extend(dl.handle(Input::Frame(peer(1), &frame), 0));
     }
     // Deliver chunk 0 only, then the holder vanishes.
-    let frame = Frame::encode_all(FrameKind::Chunk, 0, &fx.data[..1024]).next().unwrap();
+    let frame = Frame::encode_all(FrameKind::Chunk, 0, &fx.data[..1024])
+        .next()
+        .unwrap();
     dl.handle(Input::Frame(peer(1), &frame), 0);
-    assert!(matches!(dl.status(), Status::Receiving { received: 1024, .. }));
+    assert!(matches!(
+        dl.status(),
+        Status::Receiving { received: 1024, .. }
+    ));
     let after = dl.handle(Input::Lost(peer(1), "closed".into()), 1);
     assert_eq!(after, vec![Action::Want(1)]);
     assert!(!dl.is_banned(&peer(1)));
     dl.handle(Input::Introduced(peer(2)), 2);
     let actions = dl.handle(Input::Opened(peer(2)), 2);
-    let Action::Send(_, Request::Chunks { indices, .. }) = &actions[0] else { panic!("{actions:?}") };
+    let Action::Send(_, Request::Chunks { indices, .. }) = &actions[0] else {
+        panic!("{actions:?}")
+    };
     assert_eq!(indices, &vec![1, 2, 3, 4]);
     let seen = pump(&mut dl, &fx, actions, 3);
     assert_eq!(complete_data(&seen), Some(&fx.data));
@@ -208,10 +238,14 @@ fn stalled_and_unreachable_holders_are_dropped() {
     // Peer 1 owes the manifest; peer 2 never opens.
     assert!(dl.handle(Input::Tick, 100 + STALL_TIMEOUT_MS).is_empty());
     let out = dl.handle(Input::Tick, 101 + STALL_TIMEOUT_MS);
-    assert!(matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(1) && r.contains("stalled")));
+    assert!(
+        matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(1) && r.contains("stalled"))
+    );
     // The manifest request moves to no one yet: peer 2 is still connecting.
     let out = dl.handle(Input::Tick, CONNECT_TIMEOUT_MS + 1);
-    assert!(matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(2) && r.contains("connect")));
+    assert!(
+        matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(2) && r.contains("connect"))
+    );
     assert!(out.contains(&Action::Want(1)));
     assert_eq!(dl.status(), Status::Looking);
 }
@@ -227,7 +261,10 @@ fn gone_until_a_holder_appears_then_retries_wants() {
     dl.handle(Input::Holders(1), 60_000);
     assert_eq!(dl.handle(Input::Tick, 60_001), vec![Action::Want(1)]);
     assert!(dl.handle(Input::Tick, 60_002).is_empty());
-    assert_eq!(dl.handle(Input::Introduced(peer(9)), 60_003), vec![Action::Connect(peer(9))]);
+    assert_eq!(
+        dl.handle(Input::Introduced(peer(9)), 60_003),
+        vec![Action::Connect(peer(9))]
+    );
     let actions = dl.handle(Input::Opened(peer(9)), 60_004);
     let seen = pump(&mut dl, &fx, actions, 60_005);
     assert_eq!(complete_data(&seen), Some(&fx.data));
@@ -239,8 +276,22 @@ fn missing_reply_moves_on_without_banning() {
     let mut dl = Download::new(fx.address(), 0);
     dl.handle(Input::Introduced(peer(1)), 0);
     dl.handle(Input::Opened(peer(1)), 0);
-    let out = dl.handle(Input::Reply(peer(1), Reply::Missing { content: fx.address() }), 1);
-    assert!(matches!(&out[0], Action::Disconnect { reason: Some(_), .. }));
+    let out = dl.handle(
+        Input::Reply(
+            peer(1),
+            Reply::Missing {
+                content: fx.address(),
+            },
+        ),
+        1,
+    );
+    assert!(matches!(
+        &out[0],
+        Action::Disconnect {
+            reason: Some(_),
+            ..
+        }
+    ));
     assert!(out.contains(&Action::Want(1)));
     assert!(!dl.is_banned(&peer(1)));
 }
@@ -251,8 +302,12 @@ fn unsolicited_frames_ban_the_sender() {
     let mut dl = Download::new(fx.address(), 0);
     dl.handle(Input::Introduced(peer(1)), 0);
     dl.handle(Input::Opened(peer(1)), 0);
-    let chunk = Frame::encode_all(FrameKind::Chunk, 0, &fx.data).next().unwrap();
+    let chunk = Frame::encode_all(FrameKind::Chunk, 0, &fx.data)
+        .next()
+        .unwrap();
     let out = dl.handle(Input::Frame(peer(1), &chunk), 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(matches!(&out[0], Action::Disconnect { reason: Some(r), .. } if r.contains("before the manifest")));
+    assert!(
+        matches!(&out[0], Action::Disconnect { reason: Some(r), .. } if r.contains("before the manifest"))
+    );
 }
