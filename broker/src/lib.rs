@@ -48,7 +48,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let metrics = Arc::new(Metrics::default());
-    let registry = LocalRegistry::new(metrics.clone());
+    let registry =
+        LocalRegistry::with_limits(metrics.clone(), config.max_holdings, config.max_wants);
     run_with(listener, config, registry, metrics, shutdown).await
 }
 
@@ -60,6 +61,12 @@ pub async fn run_with<R: Registry>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // Accepted sockets inherit TCP_NODELAY on Linux. Signaling is many small
+    // messages on the critical path of opening a link; Nagle's algorithm
+    // would hold each one back behind the previous one's delayed ACK.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY; relayed messages may be delayed");
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(State {
         registry,

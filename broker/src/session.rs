@@ -56,18 +56,31 @@ async fn serve_as<R: Registry>(
     let kill = Arc::new(Notify::new());
     let metrics = state.metrics.clone();
     let writer = tokio::spawn(async move {
-        while let Some(out) = queue.recv().await {
-            match out {
-                Outbound::Text(text) => {
-                    metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
-                    if sink.send(Message::text(text.as_ref())).await.is_err() {
-                        break;
+        'write: while let Some(mut out) = queue.recv().await {
+            // Write everything already queued, then flush once: messages
+            // decided together (a holder count and an introduction) leave in
+            // one TCP segment. Flushed one by one, the second would wait for
+            // the peer's delayed ACK of the first (Nagle), about 40 ms.
+            loop {
+                match out {
+                    Outbound::Text(text) => {
+                        metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
+                        if sink.feed(Message::text(text.as_ref())).await.is_err() {
+                            break 'write;
+                        }
+                    }
+                    Outbound::Close(code, reason) => {
+                        let _ = sink.send(Message::close_with(code, reason)).await;
+                        break 'write;
                     }
                 }
-                Outbound::Close(code, reason) => {
-                    let _ = sink.send(Message::close_with(code, reason)).await;
-                    break;
+                match queue.try_recv() {
+                    Ok(next) => out = next,
+                    Err(_) => break,
                 }
+            }
+            if sink.flush().await.is_err() {
+                break;
             }
         }
         let _ = sink.close().await;

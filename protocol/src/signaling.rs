@@ -160,9 +160,17 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
     }
     serde_json::from_str(text).map_err(|e| {
         let detail = e.to_string();
-        let (code, hint) = if e.is_syntax() || e.is_eof() {
+        // serde reports some valid JSON that is no message (`42`, `{}`) as
+        // a syntax error; a second, cheap parse tells them apart.
+        let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+        let keys = serde_json::from_str::<std::collections::HashMap<&str, serde::de::IgnoredAny>>(text)
+            .map(|m| m.len())
+            .ok();
+        let (code, hint) = if !is_json {
             (ErrorCode::BadJson, "not valid JSON")
-        } else if detail.contains("unknown variant") {
+        } else if keys.is_some_and(|n| n > 1) {
+            (ErrorCode::BadMessage, "a message is a JSON object with exactly one key, its type")
+        } else if detail.contains("unknown variant") || detail.contains("expected enum") || detail.contains("expected value") {
             (ErrorCode::UnknownType, "unknown message type; expected one of signal, hold, release, want, unwant, e.g. {\"want\":{\"content\":\"<address>\"}}")
         } else if detail.contains("malformed address") {
             (ErrorCode::BadAddress, "bad content address")
@@ -256,8 +264,16 @@ mod tests {
         assert_eq!(code("{not json"), ErrorCode::BadJson);
         assert_eq!(code(""), ErrorCode::BadJson);
         assert_eq!(code(r#"{"teleport":{}}"#), ErrorCode::UnknownType);
+        for valid_json_but_no_message in ["42", "{}", "[]", "null"] {
+            assert_eq!(
+                code(valid_json_but_no_message),
+                ErrorCode::UnknownType,
+                "{valid_json_but_no_message}"
+            );
+        }
         assert_eq!(code(r#"{"hold":{"content":"XYZ"}}"#), ErrorCode::BadAddress);
         assert_eq!(code(r#"{"hold":{}}"#), ErrorCode::BadMessage);
+        assert_eq!(code(r#"{"hold":{},"want":{}}"#), ErrorCode::BadMessage);
         assert_eq!(
             code(r#"{"signal":{"to":"nope","data":1}}"#),
             ErrorCode::BadMessage

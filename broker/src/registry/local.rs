@@ -56,7 +56,8 @@ impl PeerContent {
     }
 }
 
-/// Messages decided under the index lock, delivered after it is released.
+/// Messages decided under the index lock. Delivery never blocks (a full
+/// queue kills the slow peer instead), so it happens before unlocking.
 type Deliveries = Vec<(PeerId, Arc<str>)>;
 
 fn encode(msg: &ServerMsg) -> Arc<str> {
@@ -289,8 +290,10 @@ impl Registry for LocalRegistry {
             self.metrics
                 .addresses
                 .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+            // Delivered under the lock so that counts for one address
+            // reach every peer in the order they changed.
+            self.deliver_all(out);
         }
-        self.deliver_all(out);
         Ok(())
     }
 
@@ -306,8 +309,10 @@ impl Registry for LocalRegistry {
             self.metrics
                 .addresses
                 .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+            // Delivered under the lock so that counts for one address
+            // reach every peer in the order they changed.
+            self.deliver_all(out);
         }
-        self.deliver_all(out);
     }
 
     async fn want(
@@ -340,8 +345,10 @@ impl Registry for LocalRegistry {
                 .fetch_add(introduced as u64, std::sync::atomic::Ordering::Relaxed);
             let entry = index.by_content.get_mut(&content).expect("entry exists");
             entry.wanters.insert(peer, holders - introduced);
+            // Delivered under the lock so that counts for one address
+            // reach every peer in the order they changed.
+            self.deliver_all(out);
         }
-        self.deliver_all(out);
         Ok(())
     }
 
