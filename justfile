@@ -13,8 +13,9 @@ build: build-wasm
 
 # Build only the wasm peer package into www/pkg.
 build-wasm:
-    cargo build --release -p peer-wasm --target wasm32-unknown-unknown
-    wasm-bindgen --target web --out-dir www/pkg target/wasm32-unknown-unknown/release/peer_wasm.wasm
+    cargo build --profile wasm-release -p peer-wasm --target wasm32-unknown-unknown
+    wasm-bindgen --target web --remove-name-section --remove-producers-section \
+        --out-dir www/pkg target/wasm32-unknown-unknown/wasm-release/peer_wasm.wasm
 
 # Build everything and serve the app at http://127.0.0.1:8080.
 serve: build
