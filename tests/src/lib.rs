@@ -1,0 +1,84 @@
+//! Real-browser end-to-end harness for the page-sharing app.
+//!
+//! Every simulated visitor is its own headless Chromium process, driven over
+//! WebDriver (one `chromedriver`, one session per [`Visitor`]), talking to a
+//! real `broker` process ([`Broker`]). Content must travel browser to browser
+//! over an RTCDataChannel; the broker only relays the handshake.
+//!
+//! * [`netns`]: every browser test (and the benchmark) re-executes itself in
+//!   a fresh network namespace, see there for why.
+//! * [`broker`], [`chromedriver`]: child-process guards, killed on drop.
+//! * [`visitor`]: one browser with polling helpers that panic with the
+//!   page's `#status` when a wait times out.
+//! * [`text`]: unique random text to share.
+//!
+//! Run: `cargo build -p broker && just build` (for `www/pkg`), then
+//! `cargo test -p tests`. Needs root (for `unshare`), `/usr/bin/chromedriver`
+//! and Chromium. The benchmark: `cargo run --release -p tests --bin bench_open`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod broker;
+pub mod chromedriver;
+pub mod http;
+pub mod netns;
+pub mod text;
+pub mod visitor;
+
+pub use broker::Broker;
+pub use chromedriver::ChromeDriver;
+pub use visitor::Visitor;
+
+/// Timeout for anything a page should do by itself (connect, receive,
+/// verify, react to other visitors). Generous on purpose: a loaded 2-core
+/// machine running several Chromium processes is slow, and the tests check
+/// behaviour, never speed.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polling interval of every wait.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// The app's static directory (`/work/main/www`), checked to contain the
+/// built wasm package.
+pub fn www_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    anyhow::ensure!(
+        dir.join("index.html").is_file(),
+        "{} has no index.html",
+        dir.display()
+    );
+    anyhow::ensure!(
+        dir.join("pkg").is_dir(),
+        "{} has no pkg/: build the wasm peer first (`just build`)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The plain-JS baseline pages of the benchmark (`tests/floor`).
+pub fn floor_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("floor")
+}
+
+/// Whether `path` is a share link path: `/` followed by 64 lowercase hex.
+pub fn is_content_path(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn content_paths() {
+        assert!(is_content_path(&format!("/{}", "a1".repeat(32))));
+        assert!(!is_content_path(&format!("/{}", "A1".repeat(32))));
+        assert!(!is_content_path(&format!("/{}", "a".repeat(63))));
+        assert!(!is_content_path("/"));
+        assert!(!is_content_path(&"a".repeat(65)));
+    }
+}
