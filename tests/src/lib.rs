@@ -12,9 +12,14 @@
 //!   page's `#status` when a wait times out.
 //! * [`text`]: unique random text to share.
 //!
-//! Run: `cargo build -p broker && just build` (for `www/pkg`), then
-//! `cargo test -p tests`. Needs root (for `unshare`), `/usr/bin/chromedriver`
-//! and Chromium. The benchmark: `cargo run --release -p tests --bin bench_open`.
+//! Run: `just build-wasm` (for `www/pkg`) and `cargo build -p broker` (or
+//! `just test`, which builds both), then `cargo test -p tests`. Needs root
+//! (for `unshare`), `/usr/bin/chromedriver` and Chromium. The benchmark:
+//! `just bench`, i.e. `cargo run --release -p tests --bin bench_open`.
+//!
+//! Environment: `BROKER_BIN`, `CHROMEDRIVER`, `CHROME_BIN` override the
+//! binaries; `CHROMEDRIVER_LOG=<file>` keeps chromedriver's verbose log;
+//! `P2P_IN_NETNS=1` skips the namespace.
 
 use std::path::PathBuf;
 use std::time::Duration;

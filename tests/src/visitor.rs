@@ -46,7 +46,16 @@ impl Visitor {
     /// Starts a new Chromium process (WebDriver session) named `name` in
     /// messages.
     pub async fn new(driver: &ChromeDriver, name: &str) -> anyhow::Result<Self> {
-        let args = [
+        Self::with_args(driver, name, &[]).await
+    }
+
+    /// [`Visitor::new`] with extra Chromium command-line switches.
+    pub async fn with_args(
+        driver: &ChromeDriver,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut args = vec![
             "--no-sandbox",
             "--headless=new",
             "--disable-gpu",
@@ -67,6 +76,7 @@ impl Visitor {
             // Chromium starts on its new tab page, which stalls the first
             // WebDriver command for up to ~10 s without network.
         ];
+        args.extend_from_slice(extra);
         let caps = json!({
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
