@@ -139,4 +139,9 @@ function route() {
 }
 
 window.addEventListener("popstate", route);
+// A page frozen in the back/forward cache keeps its sockets open and would
+// still count as a holder it cannot serve: leave properly, and start afresh
+// if the browser brings the page back.
+window.addEventListener("pagehide", () => peer.close());
+window.addEventListener("pageshow", (e) => e.persisted && location.reload());
 route();

@@ -12,7 +12,9 @@ use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{ArrayBuffer, Function, Uint8Array};
 use protocol::download::{Action, Download, Input, Status};
 use protocol::signaling::PeerSignal;
-use protocol::transfer::{Frame, FrameKind, Reply, Request, HEADER, MAX_REQUEST_CHUNKS};
+use protocol::transfer::{
+    Frame, FrameKind, Reply, Request, HEADER, MAX_PREFETCH, MAX_REQUEST_CHUNKS,
+};
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
 use wasm_bindgen::JsCast;
 
@@ -634,7 +636,16 @@ impl Inner {
             }
         };
         let (content, jobs): (ContentId, Vec<(FrameKind, u32)>) = match request {
-            Request::Manifest { content } => (content, vec![(FrameKind::Manifest, 0)]),
+            Request::Manifest { content, prefetch } => {
+                let count = self
+                    .held
+                    .get(&content)
+                    .map_or(0, |h| h.manifest.chunk_count());
+                let leading = prefetch.min(MAX_PREFETCH).min(count);
+                let mut jobs = vec![(FrameKind::Manifest, 0)];
+                jobs.extend((0..leading).map(|i| (FrameKind::Chunk, i)));
+                (content, jobs)
+            }
             Request::Chunks { content, indices } => {
                 if indices.len() > MAX_REQUEST_CHUNKS {
                     return self.reply(
@@ -653,10 +664,8 @@ impl Inner {
         let Some(held) = self.held.get(&content).cloned() else {
             return self.reply(key, &Reply::Missing { content });
         };
-        if jobs
-            .iter()
-            .any(|(_, i)| *i >= held.manifest.chunk_count() && !held.manifest.chunks.is_empty())
-        {
+        let count = held.manifest.chunk_count();
+        if jobs.iter().any(|(kind, i)| *kind == FrameKind::Chunk && *i >= count) {
             return self.reply(
                 key,
                 &Reply::Refused {

@@ -18,6 +18,8 @@ use crate::transfer::{Assembly, Frame, FrameKind, Reply, Request};
 pub const MAX_SOURCES: usize = 4;
 /// Chunks requested from one holder before the first of them arrives.
 pub const PIPELINE: usize = 4;
+/// Leading chunks asked to come along with the manifest.
+pub const PREFETCH: u32 = 4;
 /// A holder whose data channel is not open after this long is dropped.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A holder that owes data and sends nothing for this long is dropped.
@@ -275,6 +277,12 @@ impl Download {
                     let manifest =
                         Manifest::verify(&self.content, &bytes).map_err(|e| e.to_string())?;
                     self.slots = (0..manifest.chunk_count()).map(|_| Slot::Missing).collect();
+                    // The holder sends the leading chunks along unasked.
+                    let prefetched = manifest.chunk_count().min(PREFETCH);
+                    src.in_flight = (0..prefetched).collect();
+                    for slot in &mut self.slots[..prefetched as usize] {
+                        *slot = Slot::Requested;
+                    }
                     let many = manifest.chunk_count() > 1;
                     self.manifest = Some((manifest, bytes));
                     if many && self.sources.len() < MAX_SOURCES {
@@ -332,6 +340,7 @@ impl Download {
                         peer,
                         Request::Manifest {
                             content: self.content,
+                            prefetch: PREFETCH,
                         },
                     ));
                 }

@@ -23,15 +23,22 @@ pub const HEADER: usize = 13;
 pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER;
 /// Most chunk indices in one request.
 pub const MAX_REQUEST_CHUNKS: usize = 64;
+/// Most chunks a manifest request may ask to have sent along.
+pub const MAX_PREFETCH: u32 = 4;
 
 /// Wanter -> holder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Send the manifest of `content`.
+    /// Send the manifest of `content`, then its first `prefetch` chunks
+    /// (at most [`MAX_PREFETCH`]) without waiting for a second request:
+    /// small content then arrives in one round trip.
     Manifest {
         /// Address.
         content: ContentId,
+        /// Leading chunks to send right after the manifest.
+        #[serde(default)]
+        prefetch: u32,
     },
     /// Send these chunks of `content`, in this order.
     Chunks {
