@@ -6,7 +6,14 @@ const ADDRESS = /^\/([0-9a-f]{64})$/;
 const $ = (id) => document.getElementById(id);
 
 await init();
-const peer = new Peer();
+// index.html may have opened the broker socket already (on a share link).
+const early = window.earlySocket;
+delete window.earlySocket;
+const peer = early ? Peer.fromSocket(early.socket, early.received, early.wanted) : new Peer();
+// The app may start before the document is parsed (see index.html).
+if (document.readyState === "loading") {
+  await new Promise((done) => document.addEventListener("DOMContentLoaded", done, { once: true }));
+}
 window.peer = peer; // handy in the console, and used by the browser tests
 
 let current = null; // the address this page shows

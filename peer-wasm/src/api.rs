@@ -62,6 +62,24 @@ impl Peer {
         })
     }
 
+    /// Like the constructor, but takes over a WebSocket to the broker that
+    /// the page opened before the wasm loaded, so that connecting overlaps
+    /// the module's download. `received` holds the text messages that
+    /// already arrived on it; `wanted` is the address in its `?want=`
+    /// query, if any (call `fetch` for it right after).
+    #[wasm_bindgen(js_name = fromSocket)]
+    pub fn from_socket(
+        socket: web_sys::WebSocket,
+        received: Vec<String>,
+        wanted: Option<String>,
+        relay_only: Option<bool>,
+    ) -> Result<Peer, JsValue> {
+        let wanted = wanted.as_deref().map(parse_address).transpose()?;
+        Ok(Peer {
+            inner: Inner::adopt(socket, received, wanted, relay_only.unwrap_or(false)),
+        })
+    }
+
     /// Holds `data` and serves it to others; returns its address (64 hex
     /// characters: the SHA-256 of its manifest).
     pub fn share(&self, data: &[u8], media_type: &str, name: Option<String>) -> String {

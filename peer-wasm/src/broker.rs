@@ -45,8 +45,17 @@ impl Default for BrokerSocket {
 impl BrokerSocket {
     /// Opens a socket to `url`, replacing any previous one.
     pub fn open(&mut self, url: &str, on_event: OnEvent) -> Result<()> {
-        self.close();
         let ws = WebSocket::new(url)?;
+        self.adopt(ws, on_event);
+        Ok(())
+    }
+
+    /// Takes over a socket opened elsewhere (by the page, before the wasm
+    /// loaded), replacing any previous one. The caller replays whatever
+    /// arrived on it before.
+    pub fn adopt(&mut self, ws: WebSocket, on_event: OnEvent) {
+        self.close();
+        ws.set_onmessage(None);
         let on = on_event.clone();
         self.listeners
             .push(EventListener::new(&ws, "message", move |e| {
@@ -67,7 +76,13 @@ impl BrokerSocket {
                 on(BrokerEvent::Closed(reason));
             }));
         self.ws = Some(ws);
-        Ok(())
+    }
+
+    /// Whether the socket is closed or closing (an adopted socket may be).
+    pub fn is_closed(&self) -> bool {
+        self.ws
+            .as_ref()
+            .is_none_or(|ws| ws.ready_state() >= WebSocket::CLOSING)
     }
 
     /// Sends a message if the socket is open. Messages sent while offline

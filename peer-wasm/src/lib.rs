@@ -15,6 +15,7 @@ mod events;
 mod peer;
 mod rtc;
 mod store;
+mod warm_up;
 
 use wasm_bindgen::prelude::*;
 

@@ -17,6 +17,7 @@ use protocol::transfer::{
 };
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
 use wasm_bindgen::JsCast;
+use web_sys::WebSocket;
 
 use crate::broker::{BrokerEvent, BrokerSocket};
 use crate::error::{log_error, PeerError};
@@ -100,6 +101,7 @@ pub struct Inner {
     stats: Stats,
     closed: bool,
     want_in_url: Option<ContentId>,
+    warmed_up: bool,
     tick: Option<Interval>,
     reconnect: Option<Timeout>,
 }
@@ -134,6 +136,51 @@ impl Inner {
     /// microtask (so that fetches started right away ride on the upgrade
     /// request).
     pub fn create(url: String, relay_only: bool) -> Rc<RefCell<Inner>> {
+        let rc = Self::build(url, relay_only);
+        let weak = Rc::downgrade(&rc);
+        wasm_bindgen_futures::spawn_local(async move { with_inner(&weak, Inner::connect) });
+        rc
+    }
+
+    /// A peer that takes over a broker socket the page opened before the
+    /// wasm loaded. `received` are the messages that already arrived on it
+    /// (replayed on the next microtask, once the page has started its
+    /// fetches); `wanted` is the address in its `?want=` query.
+    pub fn adopt(
+        ws: WebSocket,
+        received: Vec<String>,
+        wanted: Option<ContentId>,
+        relay_only: bool,
+    ) -> Rc<RefCell<Inner>> {
+        // Reconnect to the same endpoint, without the one-off query.
+        let url = ws.url().split('?').next().unwrap_or_default().to_owned();
+        let rc = Self::build(url, relay_only);
+        {
+            let mut inner = rc.borrow_mut();
+            inner.want_in_url = wanted;
+            let weak = inner.me.clone();
+            let on =
+                Rc::new(move |ev: BrokerEvent| with_inner(&weak, move |i| i.on_broker_event(ev)));
+            inner.socket.adopt(ws, on);
+        }
+        let weak = Rc::downgrade(&rc);
+        wasm_bindgen_futures::spawn_local(async move {
+            with_inner(&weak, move |inner| {
+                for text in received {
+                    inner.on_broker_event(BrokerEvent::Text(text));
+                }
+                // Closed before we listened: its close event is gone too.
+                if inner.socket.is_closed() {
+                    inner.on_broker_event(BrokerEvent::Closed(
+                        "closed before the peer started".into(),
+                    ));
+                }
+            })
+        });
+        rc
+    }
+
+    fn build(url: String, relay_only: bool) -> Rc<RefCell<Inner>> {
         let rc = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 me: me.clone(),
@@ -150,12 +197,11 @@ impl Inner {
                 stats: Stats::default(),
                 closed: false,
                 want_in_url: None,
+                warmed_up: false,
                 tick: None,
                 reconnect: None,
             })
         });
-        let weak = Rc::downgrade(&rc);
-        wasm_bindgen_futures::spawn_local(async move { with_inner(&weak, Inner::connect) });
         let weak = Rc::downgrade(&rc);
         rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || {
             with_inner(&weak, Inner::on_tick)
@@ -242,10 +288,13 @@ impl Inner {
                 shown: None,
             },
         );
-        self.socket.send(&ClientMsg::Want {
-            content,
-            holders: None,
-        });
+        // A want already on the socket's upgrade request is not repeated.
+        if self.want_in_url != Some(content) {
+            self.socket.send(&ClientMsg::Want {
+                content,
+                holders: None,
+            });
+        }
         self.emit_status(content);
         rx
     }
@@ -253,6 +302,9 @@ impl Inner {
     /// Abandons a download; its promise rejects.
     pub fn cancel(&mut self, content: &ContentId) {
         if self.fetches.remove(content).is_some() {
+            if self.want_in_url == Some(*content) {
+                self.want_in_url = None;
+            }
             self.socket.send(&ClientMsg::Unwant { content: *content });
             self.links
                 .retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
@@ -477,7 +529,8 @@ impl Inner {
                 let current = i.links.get(&key).is_some_and(|p| p.link.pc == pc);
                 match result {
                     Ok(sdp) if current => {
-                        i.send_signal(holder, &PeerSignal::Offer { sdp, content })
+                        i.send_signal(holder, &PeerSignal::Offer { sdp, content });
+                        i.warm_up_once();
                     }
                     Ok(_) => {}
                     Err(e) => i.on_link_lost(key, format!("could not make an offer: {e}")),
@@ -665,7 +718,10 @@ impl Inner {
             return self.reply(key, &Reply::Missing { content });
         };
         let count = held.manifest.chunk_count();
-        if jobs.iter().any(|(kind, i)| *kind == FrameKind::Chunk && *i >= count) {
+        if jobs
+            .iter()
+            .any(|(kind, i)| *kind == FrameKind::Chunk && *i >= count)
+        {
             return self.reply(
                 key,
                 &Reply::Refused {
@@ -790,6 +846,9 @@ impl Inner {
             manifest_bytes,
             data,
         });
+        if self.want_in_url == Some(content) {
+            self.want_in_url = None;
+        }
         // `hold` resolves the waiters and reports the download verified.
         self.hold(content, held);
     }
@@ -807,6 +866,19 @@ impl Inner {
 
     fn emit(&self, event: Event) {
         dispatch(&self.on_event, event);
+    }
+
+    /// Runs the receive path (frames, hashing, manifest parsing) once on
+    /// made-up data while the first handshake is in flight: the engine
+    /// compiles wasm functions on first use, and that should not happen
+    /// on the critical path when the real content arrives.
+    fn warm_up_once(&mut self) {
+        if !std::mem::replace(&mut self.warmed_up, true) {
+            wasm_bindgen_futures::spawn_local(async {
+                gloo_timers::future::TimeoutFuture::new(0).await;
+                crate::warm_up::run();
+            });
+        }
     }
 
     fn on_tick(&mut self) {
