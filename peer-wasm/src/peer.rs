@@ -574,18 +574,23 @@ impl Inner {
         );
         let weak = self.me.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let result = Link::answer(pc.clone(), sdp).await;
+            let ready = {
+                let (weak, pc) = (weak.clone(), pc.clone());
+                move || {
+                    with_inner(&weak, move |i| {
+                        if let Some(p) = i.links.get_mut(&key).filter(|p| p.link.pc == pc) {
+                            p.link.remote_ready();
+                        }
+                    })
+                }
+            };
+            let result = Link::answer(pc.clone(), sdp, ready).await;
             with_inner(&weak, move |i| {
                 if !i.links.get(&key).is_some_and(|p| p.link.pc == pc) {
                     return;
                 }
                 match result {
-                    Ok(answer) => {
-                        i.send_signal(from, &PeerSignal::Answer { sdp: answer });
-                        if let Some(p) = i.links.get_mut(&key) {
-                            p.link.remote_ready();
-                        }
-                    }
+                    Ok(answer) => i.send_signal(from, &PeerSignal::Answer { sdp: answer }),
                     Err(e) => i.on_link_lost(key, format!("could not answer: {e}")),
                 }
             });
@@ -826,21 +831,22 @@ impl Inner {
                         holders: Some(n),
                     });
                 }
-                Action::Complete { manifest, data } => self.complete(content, manifest, data),
+                Action::Complete {
+                    manifest,
+                    manifest_bytes,
+                    data,
+                } => self.complete(content, manifest, manifest_bytes, data),
             }
         }
     }
 
-    fn complete(&mut self, content: ContentId, manifest_bytes: Vec<u8>, data: Vec<u8>) {
-        let manifest = match Manifest::verify(&content, &manifest_bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                return log_error(
-                    "verified manifest failed to parse",
-                    &PeerError::Refused(e.to_string()),
-                )
-            }
-        };
+    fn complete(
+        &mut self,
+        content: ContentId,
+        manifest: Manifest,
+        manifest_bytes: Vec<u8>,
+        data: Vec<u8>,
+    ) {
         let held = Rc::new(Held {
             manifest,
             manifest_bytes,

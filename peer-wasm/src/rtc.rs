@@ -191,10 +191,17 @@ impl Link {
 
     /// Applies a remote offer, creates the answer and sets it locally;
     /// returns the answer's SDP.
-    pub async fn answer(pc: RtcPeerConnection, offer_sdp: String) -> Result<String> {
+    /// `remote_set` runs as soon as the offer is applied, so that early
+    /// candidates need not wait for the answer.
+    pub async fn answer(
+        pc: RtcPeerConnection,
+        offer_sdp: String,
+        remote_set: impl FnOnce(),
+    ) -> Result<String> {
         let desc = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
         desc.set_sdp(&offer_sdp);
         JsFuture::from(pc.set_remote_description(&desc)).await?;
+        remote_set();
         let answer = JsFuture::from(pc.create_answer()).await?;
         let sdp = sdp_of(&answer)?;
         let desc = RtcSessionDescriptionInit::new(RtcSdpType::Answer);

@@ -65,8 +65,10 @@ pub enum Action {
     Want(u8),
     /// Every byte arrived and was verified.
     Complete {
-        /// The verified manifest bytes (their hash is the address).
-        manifest: Vec<u8>,
+        /// The verified manifest.
+        manifest: Manifest,
+        /// Its exact bytes (their hash is the address).
+        manifest_bytes: Vec<u8>,
         /// The verified content.
         data: Vec<u8>,
     },
@@ -382,7 +384,7 @@ impl Download {
     }
 
     fn finish(&mut self, out: &mut Vec<Action>) {
-        let (_, manifest_bytes) = self.manifest.take().expect("finish needs the manifest");
+        let (manifest, manifest_bytes) = self.manifest.take().expect("finish needs the manifest");
         let mut data = Vec::with_capacity(self.verified_bytes as usize);
         for slot in self.slots.drain(..) {
             if let Slot::Done(bytes) = slot {
@@ -394,7 +396,8 @@ impl Download {
             out.push(Action::Disconnect { peer, reason: None });
         }
         out.push(Action::Complete {
-            manifest: manifest_bytes,
+            manifest,
+            manifest_bytes,
             data,
         });
     }
