@@ -39,7 +39,7 @@ lint:
 # Everything CI runs.
 ci: lint test
 
-# Benchmarks: time to open a share link vs. a plain-JS floor.
-bench: build-wasm
-    cargo build -p broker
+# Benchmarks: time to open a share link vs. a plain-JS floor (set
+# BENCH_RUNS to change the number of opens, default 20).
+bench: build
     cargo run --release -p tests --bin bench_open
