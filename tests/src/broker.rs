@@ -50,9 +50,15 @@ impl Broker {
     /// `listening on http://…` line. With `log`, its output is forwarded to
     /// stderr prefixed with `[broker]`; it is always drained.
     pub fn start(www: &Path, log: bool) -> anyhow::Result<Self> {
+        Self::start_at(www, "127.0.0.1:0", log)
+    }
+
+    /// Like [`Broker::start`], listening on `listen` (e.g. the address of a
+    /// broker that was just stopped, to restart it).
+    pub fn start_at(www: &Path, listen: &str, log: bool) -> anyhow::Result<Self> {
         let bin = broker_bin()?;
         let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--www"])
+            .args(["--listen", listen, "--www"])
             .arg(www)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -96,6 +102,16 @@ impl Broker {
             .parse()
             .with_context(|| format!("bad address in `listening on http://{addr}`"))?;
         Ok(Self { child, addr })
+    }
+
+    /// Stops it as an operator would, with SIGTERM, and waits for it to
+    /// exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(self.child.wait()?)
     }
 
     /// Its address.
