@@ -34,7 +34,7 @@ test-wasm:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown -- -D warnings
+    cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # Everything CI runs.
 ci: lint test

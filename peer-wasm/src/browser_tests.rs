@@ -45,7 +45,7 @@ fn pair() -> (Link, Link, Events) {
 /// both data channels are open.
 async fn connect(a: &mut Link, b: &mut Link, events: &mut Events) {
     let offer = Link::offer(a.pc.clone()).await.unwrap();
-    let answer = Link::answer(b.pc.clone(), offer).await.unwrap();
+    let answer = Link::answer(b.pc.clone(), offer, || {}).await.unwrap();
     b.remote_ready();
     Link::accept_answer(a.pc.clone(), answer).await.unwrap();
     a.remote_ready();
