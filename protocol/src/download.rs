@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::ids::{ContentId, PeerId};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{ChunkHash, ContentId, PeerId};
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::transfer::{Assembly, Frame, FrameKind, Reply, Request};
 
@@ -112,6 +114,9 @@ struct Source {
     in_flight: Vec<u32>,
     /// The object currently arriving from this holder.
     assembly: Option<Assembly>,
+    /// SHA-256 of the chunk arriving so far: hashing frame by frame leaves
+    /// little to do when the last frame lands.
+    hasher: Sha256,
 }
 
 /// One download. See the module docs.
@@ -208,6 +213,7 @@ impl Download {
                             last_progress: now,
                             in_flight: Vec::new(),
                             assembly: None,
+                            hasher: Sha256::new(),
                         },
                     );
                     out.push(Action::Connect(peer));
@@ -308,15 +314,18 @@ impl Download {
                 if frame.total as usize != len {
                     return Err(format!("chunk {} has the wrong length", frame.index));
                 }
-                let asm = match &mut src.assembly {
-                    Some(asm) => asm,
-                    slot => {
-                        slot.insert(Assembly::new(frame.total, len).map_err(|e| e.to_string())?)
-                    }
-                };
-                if let Some(bytes) = asm.push(&frame).map_err(|e| e.to_string())? {
+                if src.assembly.is_none() {
+                    src.assembly =
+                        Some(Assembly::new(frame.total, len).map_err(|e| e.to_string())?);
+                    src.hasher = Sha256::new();
+                }
+                let asm = src.assembly.as_mut().expect("set above");
+                let done = asm.push(&frame).map_err(|e| e.to_string())?;
+                src.hasher.update(frame.bytes);
+                if let Some(bytes) = done {
                     src.assembly = None;
-                    if !manifest.chunk_matches(frame.index, &bytes) {
+                    let digest = ChunkHash(std::mem::take(&mut src.hasher).finalize().into());
+                    if manifest.chunks.get(frame.index as usize) != Some(&digest) {
                         return Err(format!("chunk {} failed verification", frame.index));
                     }
                     src.in_flight.remove(0);
@@ -385,10 +394,15 @@ impl Download {
 
     fn finish(&mut self, out: &mut Vec<Action>) {
         let (manifest, manifest_bytes) = self.manifest.take().expect("finish needs the manifest");
-        let mut data = Vec::with_capacity(self.verified_bytes as usize);
+        let mut data = Vec::new();
         for slot in self.slots.drain(..) {
             if let Slot::Done(bytes) = slot {
-                data.extend_from_slice(&bytes);
+                if data.is_empty() {
+                    // One chunk (a typical page): no copy.
+                    data = bytes;
+                } else {
+                    data.extend_from_slice(&bytes);
+                }
             }
         }
         self.complete = true;
