@@ -38,7 +38,8 @@ pub fn routes<R: Registry>(
         .and_then(handlers::is_address)
         .untuple_one()
         .and(warp::fs::file(www.join("index.html")));
-    let files = warp::get().and(warp::fs::dir(www));
+    // HEAD too: proxies and uptime checks probe with it.
+    let files = warp::get().or(warp::head()).unify().and(warp::fs::dir(www));
     ws.or(metrics)
         .or(healthz)
         .or(page)

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{address, http_get, Broker, INDEX_HTML};
+use common::{address, http_get, http_request, Broker, INDEX_HTML};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -32,6 +32,10 @@ async fn a_share_link_serves_the_app_page() {
     let res = broker.get("/app.js").await;
     assert_eq!(res.status, 200, "{res:?}");
     assert_eq!(res.body, "console.log(1);\n");
+    // HEAD answers like GET, without a body.
+    let res = http_request(broker.addr, "HEAD", "/app.js").await;
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(res.body, "");
 }
 
 #[tokio::test]

@@ -464,7 +464,12 @@ impl HttpResponse {
 /// `GET <path>` over a fresh connection with `Connection: close`, so the
 /// response ends with the connection. Avoids an HTTP client dependency.
 pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_request(addr, "GET", path).await
+}
+
+/// One HTTP/1.1 request with any method, over a fresh connection.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let raw = timeout(RECV_TIMEOUT, async {
         let mut stream = TcpStream::connect(addr).await.expect("connect for HTTP");
         stream
