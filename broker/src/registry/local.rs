@@ -34,6 +34,9 @@ struct Index {
     /// Increments on every introduction; holders remember when they were
     /// last introduced so the least recently introduced goes next.
     clock: u64,
+    /// Addresses with at least one holder, kept up to date so the gauge
+    /// costs nothing to read.
+    held_addresses: u64,
 }
 
 #[derive(Default)]
@@ -127,7 +130,7 @@ impl Index {
     /// Introduces up to `n` holders (least recently introduced first) to
     /// `wanter`; returns how many were introduced.
     fn introduce(&mut self, content: ContentId, wanter: PeerId, n: u8, out: &mut Deliveries) -> u8 {
-        let Some(entry) = self.by_content.get_mut(&content) else {
+        let Some(entry) = self.by_content.get(&content) else {
             return 0;
         };
         let mut candidates: Vec<(u64, PeerId)> = entry
@@ -137,14 +140,27 @@ impl Index {
             .map(|(h, t)| (*t, *h))
             .collect();
         candidates.sort_unstable();
-        let mut count = 0;
-        for (_, holder) in candidates.into_iter().take(n as usize) {
-            self.clock += 1;
-            entry.holders.insert(holder, self.clock);
-            out.push((wanter, encode(&ServerMsg::Introduce { content, holder })));
-            count += 1;
+        candidates.truncate(n as usize);
+        for (_, holder) in &candidates {
+            self.introduce_one(content, *holder, wanter, out);
         }
-        count
+        candidates.len() as u8
+    }
+
+    /// Queues the introduction of `holder` to `wanter` and stamps the
+    /// holder as the most recently introduced.
+    fn introduce_one(
+        &mut self,
+        content: ContentId,
+        holder: PeerId,
+        wanter: PeerId,
+        out: &mut Deliveries,
+    ) {
+        self.clock += 1;
+        if let Some(entry) = self.by_content.get_mut(&content) {
+            entry.holders.insert(holder, self.clock);
+        }
+        out.push((wanter, encode(&ServerMsg::Introduce { content, holder })));
     }
 
     /// Queues the holder count of `content` for everyone holding or wanting it.
@@ -177,16 +193,17 @@ impl Index {
         }
     }
 
-    fn remove_holder(&mut self, peer: PeerId, content: ContentId, out: &mut Deliveries) -> bool {
-        let removed = self
-            .by_content
-            .get_mut(&content)
-            .is_some_and(|e| e.holders.remove(&peer).is_some());
-        if removed {
+    fn remove_holder(&mut self, peer: PeerId, content: ContentId, out: &mut Deliveries) {
+        let Some(entry) = self.by_content.get_mut(&content) else {
+            return;
+        };
+        if entry.holders.remove(&peer).is_some() {
+            if entry.holders.is_empty() {
+                self.held_addresses -= 1;
+            }
             self.announce_count(content, out);
             self.drop_entry_if_empty(&content);
         }
-        removed
     }
 
     fn remove_wanter(&mut self, peer: PeerId, content: ContentId) {
@@ -194,13 +211,6 @@ impl Index {
             e.wanters.remove(&peer);
         }
         self.drop_entry_if_empty(&content);
-    }
-
-    fn addresses(&self) -> u64 {
-        self.by_content
-            .values()
-            .filter(|e| !e.holders.is_empty())
-            .count() as u64
     }
 }
 
@@ -226,10 +236,11 @@ impl Registry for LocalRegistry {
             }
             self.metrics
                 .addresses
-                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
+            // Under the lock, as everywhere: counts arrive in order.
+            self.deliver_all(out);
         }
         self.topics.write().expect("topics lock").remove(&peer);
-        self.deliver_all(out);
     }
 
     async fn publish(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
@@ -259,6 +270,10 @@ impl Registry for LocalRegistry {
             }
             let entry = index.by_content.entry(content).or_default();
             entry.wanters.remove(&peer);
+            if entry.holders.is_empty() {
+                index.held_addresses += 1;
+            }
+            let entry = index.by_content.get_mut(&content).expect("entry exists");
             entry.holders.insert(peer, 0);
             // Wanters still waiting get this holder now.
             let waiting: Vec<PeerId> = entry
@@ -268,20 +283,11 @@ impl Registry for LocalRegistry {
                 .map(|(w, _)| *w)
                 .collect();
             for wanter in waiting {
-                let clock = index.clock + 1;
-                index.clock = clock;
+                index.introduce_one(content, peer, wanter, &mut out);
                 let entry = index.by_content.get_mut(&content).expect("entry exists");
-                entry.holders.insert(peer, clock);
                 if let Some(n) = entry.wanters.get_mut(&wanter) {
                     *n -= 1;
                 }
-                out.push((
-                    wanter,
-                    encode(&ServerMsg::Introduce {
-                        content,
-                        holder: peer,
-                    }),
-                ));
                 self.metrics
                     .introductions
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -289,7 +295,7 @@ impl Registry for LocalRegistry {
             index.announce_count(content, &mut out);
             self.metrics
                 .addresses
-                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
             // Delivered under the lock so that counts for one address
             // reach every peer in the order they changed.
             self.deliver_all(out);
@@ -308,7 +314,7 @@ impl Registry for LocalRegistry {
             index.remove_holder(peer, content, &mut out);
             self.metrics
                 .addresses
-                .store(index.addresses(), std::sync::atomic::Ordering::Relaxed);
+                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
             // Delivered under the lock so that counts for one address
             // reach every peer in the order they changed.
             self.deliver_all(out);
