@@ -110,21 +110,16 @@ pub struct Inner {
 /// call re-entered us), `f` runs on the next microtask instead.
 pub fn with_inner(weak: &Weak<RefCell<Inner>>, f: impl FnOnce(&mut Inner) + 'static) {
     let Some(rc) = weak.upgrade() else { return };
-    let busy = match rc.try_borrow_mut() {
-        Ok(mut inner) => {
-            f(&mut inner);
-            return;
-        }
-        Err(_) => true,
-    };
-    if busy {
-        let weak = weak.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            if let Some(rc) = weak.upgrade() {
-                f(&mut rc.borrow_mut());
-            }
-        });
+    if let Ok(mut inner) = rc.try_borrow_mut() {
+        f(&mut inner);
+        return;
     }
+    let weak = weak.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Some(rc) = weak.upgrade() {
+            f(&mut rc.borrow_mut());
+        }
+    });
 }
 
 fn now() -> f64 {
@@ -158,9 +153,7 @@ impl Inner {
         {
             let mut inner = rc.borrow_mut();
             inner.want_in_url = wanted;
-            let weak = inner.me.clone();
-            let on =
-                Rc::new(move |ev: BrokerEvent| with_inner(&weak, move |i| i.on_broker_event(ev)));
+            let on = inner.broker_callback();
             inner.socket.adopt(ws, on);
         }
         let weak = Rc::downgrade(&rc);
@@ -334,12 +327,15 @@ impl Inner {
             Some(c) => format!("{}?want={c}", self.url),
             None => self.url.clone(),
         };
-        let weak = self.me.clone();
-        let on = Rc::new(move |ev: BrokerEvent| with_inner(&weak, move |i| i.on_broker_event(ev)));
-        if let Err(e) = self.socket.open(&url, on) {
+        if let Err(e) = self.socket.open(&url, self.broker_callback()) {
             log_error("cannot open the broker socket", &e);
             self.schedule_reconnect();
         }
+    }
+
+    fn broker_callback(&self) -> crate::broker::OnEvent {
+        let weak = self.me.clone();
+        Rc::new(move |ev: BrokerEvent| with_inner(&weak, move |i| i.on_broker_event(ev)))
     }
 
     fn schedule_reconnect(&mut self) {

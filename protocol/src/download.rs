@@ -242,11 +242,10 @@ impl Download {
                     self.drop_source(peer, Some(why), now, &mut out);
                 }
             }
-            Input::Lost(peer, why) => {
+            Input::Lost(peer, _why) => {
                 if self.sources.contains_key(&peer) {
                     // The connection is already gone; nothing to close.
                     self.forget(peer);
-                    let _ = why;
                     self.after_loss(now, &mut out);
                 }
             }
@@ -342,7 +341,6 @@ impl Download {
     /// show early) to open holders with room in their pipeline, or asks for
     /// the manifest first.
     fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
-        let _ = now;
         if self.manifest.is_none() {
             if self.manifest_from.is_none() {
                 if let Some((&peer, _)) = self.sources.iter().find(|(_, s)| s.open) {
