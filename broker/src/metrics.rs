@@ -23,6 +23,8 @@ pub struct Metrics {
     pub relayed: AtomicU64,
     /// Holders introduced to wanters.
     pub introductions: AtomicU64,
+    /// Introductions that carried the holder's ready offer.
+    pub ready_offers: AtomicU64,
     /// Peers disconnected because their outbound queue was full.
     pub queue_drops: AtomicU64,
     /// Error replies, by [`ErrorCode`] (index from [`code_index`]).
@@ -97,6 +99,12 @@ impl Metrics {
             "counter",
             "Holders introduced to wanters.",
             self.introductions.load(Relaxed),
+        );
+        one(
+            "broker_ready_offers_total",
+            "counter",
+            "Introductions that carried the holder's ready offer.",
+            self.ready_offers.load(Relaxed),
         );
         one(
             "broker_queue_drops_total",

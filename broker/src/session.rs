@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use protocol::signaling::decode_client;
+use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::Instrument;
@@ -245,6 +245,21 @@ impl<R: Registry> Session<R> {
             }
             ClientMsg::Unwant { content } => {
                 registry.unwant(self.id, content).await;
+                Ok(())
+            }
+            ClientMsg::Ready { data } => {
+                let len = data.get().len();
+                if len > MAX_READY_OFFER_BYTES {
+                    return self.error(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "ready offer is {len} bytes, over the {MAX_READY_OFFER_BYTES}-byte limit; \
+                             leave it out and let wanters make their own offers"
+                        ),
+                        None,
+                    );
+                }
+                registry.ready(self.id, data).await;
                 Ok(())
             }
         };

@@ -46,6 +46,9 @@ impl Registry for Shared {
     async fn unwant(&self, peer: PeerId, content: ContentId) {
         self.0.unwant(peer, content).await
     }
+    async fn ready(&self, peer: PeerId, offer: Box<serde_json::value::RawValue>) {
+        self.0.ready(peer, offer).await
+    }
 }
 
 /// Two holders (one of two addresses), a wanter of each (one via the URL),
@@ -71,6 +74,10 @@ async fn populate(broker: &Broker) -> (Vec<common::Client>, String, String) {
     // A want nobody can serve stays registered too.
     w2.send_json(&want(&fresh_address())).await;
     w2.recv().await;
+    // A ready offer nobody took yet.
+    h1.send_json(&serde_json::json!({"ready": {"data": {"kind": "ready", "sdp": "o"}}}))
+        .await;
+    h1.assert_usable().await;
     (vec![h1, h2, w1, w2], x, y)
 }
 

@@ -3,7 +3,7 @@
 //! reached from event callbacks through a `Weak`, so dropping the `Peer`
 //! tears everything down.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 
@@ -29,6 +29,10 @@ use crate::store::Held;
 const TICK_MS: u32 = 500;
 /// A serving connection whose channel never opened is dropped after this.
 const SERVE_OPEN_TIMEOUT_MS: f64 = 30_000.0;
+/// Longest wait for ICE gathering before a ready offer goes out as is.
+const READY_GATHER_MS: u32 = 3_000;
+/// After failing to make a ready offer, wait this long before trying again.
+const READY_RETRY_MS: f64 = 5_000.0;
 
 /// Which connection: one per remote peer and direction, since two peers can
 /// fetch from each other at the same time.
@@ -36,8 +40,8 @@ const SERVE_OPEN_TIMEOUT_MS: f64 = 30_000.0;
 pub struct LinkKey {
     /// The other peer.
     pub peer: PeerId,
-    /// Whether we made the offer (we are fetching).
-    pub offerer: bool,
+    /// Whether we fetch over this link (else we serve).
+    pub fetching: bool,
 }
 
 enum Role {
@@ -51,6 +55,32 @@ struct Peering {
     link: Link,
     role: Role,
     created: f64,
+    /// A request that came with a ready answer: served once the channel
+    /// opens, without waiting for it to cross the channel.
+    ahead: Option<Request>,
+}
+
+impl Peering {
+    fn new(link: Link, role: Role) -> Self {
+        Peering {
+            link,
+            role,
+            created: now(),
+            ahead: None,
+        }
+    }
+}
+
+/// A connection offered in advance, for the next wanter the broker
+/// introduces us to (see `ClientMsg::Ready`).
+struct ReadyOffer {
+    link: Link,
+    /// The gathered offer, once made; sent to the broker.
+    sdp: Option<String>,
+    /// Where the link's events go once a wanter took the offer.
+    target: Rc<Cell<Option<LinkKey>>>,
+    /// Candidates found after the offer went out, for whoever takes it.
+    late: Vec<PeerSignal>,
 }
 
 /// One object being sent, frame by frame, as the channel drains.
@@ -104,6 +134,11 @@ pub struct Inner {
     warmed_up: bool,
     tick: Option<Interval>,
     reconnect: Option<Timeout>,
+    /// Our ready offer, while no wanter has taken it.
+    ready: Option<ReadyOffer>,
+    ready_failed_at: f64,
+    /// Holders' ready offers from introductions, until we answer them.
+    offers_in_hand: HashMap<PeerId, String>,
 }
 
 /// Runs `f` on the peer if it still exists. If the peer is busy (a browser
@@ -193,6 +228,9 @@ impl Inner {
                 warmed_up: false,
                 tick: None,
                 reconnect: None,
+                ready: None,
+                ready_failed_at: f64::NEG_INFINITY,
+                offers_in_hand: HashMap::new(),
             })
         });
         let weak = Rc::downgrade(&rc);
@@ -253,6 +291,7 @@ impl Inner {
         }
         self.held.insert(address, held);
         self.socket.send(&ClientMsg::Hold { content: address });
+        self.prepare_ready_offer();
     }
 
     /// Stops holding `content`.
@@ -310,6 +349,8 @@ impl Inner {
         self.socket.close();
         self.links.clear();
         self.fetches.clear();
+        self.ready = None;
+        self.offers_in_hand.clear();
         self.tick = None;
         self.reconnect = None;
     }
@@ -378,7 +419,9 @@ impl Inner {
                 self.socket.reset_backoff();
                 self.emit(Event::Connected(id.to_string()));
                 // After a reconnect the broker knows nothing of us: announce
-                // again what we hold and want.
+                // again what we hold and want (the ready offer first, so the
+                // first wanter gets it).
+                self.publish_ready_offer();
                 for content in self.held.keys() {
                     self.socket.send(&ClientMsg::Hold { content: *content });
                 }
@@ -390,6 +433,7 @@ impl Inner {
                         });
                     }
                 }
+                self.prepare_ready_offer();
             }
             ServerMsg::Signal { from, data } => {
                 match serde_json::from_str::<PeerSignal>(data.get()) {
@@ -400,9 +444,28 @@ impl Inner {
                     ),
                 }
             }
-            ServerMsg::Introduce { content, holder } => {
+            ServerMsg::Introduce {
+                content,
+                holder,
+                offer,
+            } => {
+                if let Some(offer) = offer {
+                    match serde_json::from_str::<PeerSignal>(offer.get()) {
+                        Ok(PeerSignal::Ready { sdp }) => {
+                            self.offers_in_hand.insert(holder, sdp);
+                        }
+                        _ => log_error(
+                            "unreadable ready offer; making our own",
+                            &PeerError::Refused(offer.get().chars().take(80).collect()),
+                        ),
+                    }
+                }
                 self.drive(content, Input::Introduced(holder));
+                // Not needed (e.g. already connected to that holder); the
+                // holder drops its side when it never opens.
+                self.offers_in_hand.remove(&holder);
             }
+            ServerMsg::OfferTaken { by } => self.on_offer_taken(by),
             ServerMsg::Holders { content, count } => {
                 self.counts.insert(content, count);
                 self.emit(Event::Holders(content, count));
@@ -419,7 +482,7 @@ impl Inner {
                     self.on_link_lost(
                         LinkKey {
                             peer,
-                            offerer: true,
+                            fetching: true,
                         },
                         message,
                     );
@@ -436,52 +499,195 @@ impl Inner {
     fn on_signal(&mut self, from: PeerId, signal: PeerSignal) {
         match signal {
             PeerSignal::Offer { sdp, content } => self.accept_offer(from, sdp, content),
-            PeerSignal::Answer { sdp } => {
+            PeerSignal::Answer { sdp } => self.apply_answer(
+                LinkKey {
+                    peer: from,
+                    fetching: true,
+                },
+                sdp,
+            ),
+            PeerSignal::ReadyAnswer { sdp, request } => {
                 let key = LinkKey {
                     peer: from,
-                    offerer: true,
+                    fetching: false,
                 };
-                if let Some(p) = self.links.get(&key) {
-                    let pc = p.link.pc.clone();
-                    let weak = self.me.clone();
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let result = Link::accept_answer(pc, sdp).await;
-                        with_inner(&weak, move |i| match result {
-                            Ok(()) => {
-                                if let Some(p) = i.links.get_mut(&key) {
-                                    p.link.remote_ready();
-                                }
-                            }
-                            Err(e) => i.on_link_lost(key, format!("bad answer: {e}")),
-                        });
-                    });
+                match self.links.get_mut(&key) {
+                    Some(p) => {
+                        p.ahead = request;
+                        self.apply_answer(key, sdp);
+                    }
+                    None => self.send_signal(
+                        from,
+                        &PeerSignal::Bye {
+                            fetcher: false,
+                            reason: "no ready offer of this peer waits for your answer; make an offer instead".into(),
+                        },
+                    ),
                 }
             }
+            PeerSignal::Ready { .. } => log_error(
+                "a peer sent a ready offer directly; only the broker hands those out",
+                &PeerError::Refused(format!("from {from}")),
+            ),
             PeerSignal::Candidate {
-                offerer,
+                fetcher,
                 candidate,
                 sdp_mid,
                 sdp_m_line_index,
             } => {
                 let key = LinkKey {
                     peer: from,
-                    offerer: !offerer,
+                    fetching: !fetcher,
                 };
                 if let Some(p) = self.links.get_mut(&key) {
                     p.link
                         .add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
                 }
             }
-            PeerSignal::Bye { offerer, reason } => {
+            PeerSignal::Bye { fetcher, reason } => {
                 self.on_link_lost(
                     LinkKey {
                         peer: from,
-                        offerer: !offerer,
+                        fetching: !fetcher,
                     },
                     reason,
                 );
             }
         }
+    }
+
+    fn apply_answer(&mut self, key: LinkKey, sdp: String) {
+        let Some(p) = self.links.get(&key) else {
+            return;
+        };
+        let pc = p.link.pc.clone();
+        let weak = self.me.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = Link::accept_answer(pc, sdp).await;
+            with_inner(&weak, move |i| match result {
+                Ok(()) => {
+                    if let Some(p) = i.links.get_mut(&key) {
+                        p.link.remote_ready();
+                    }
+                }
+                Err(e) => i.on_link_lost(key, format!("bad answer: {e}")),
+            });
+        });
+    }
+
+    // ----- ready offers -----
+
+    /// Makes an offer in advance, while we hold something, so the next
+    /// wanter can answer it at once instead of making its own.
+    fn prepare_ready_offer(&mut self) {
+        if self.closed
+            || self.ready.is_some()
+            || self.held.is_empty()
+            || self.id.is_none()
+            || now() - self.ready_failed_at < READY_RETRY_MS
+        {
+            return;
+        }
+        let target: Rc<Cell<Option<LinkKey>>> = Rc::default();
+        let on: crate::rtc::OnEvent = {
+            let (weak, target) = (self.me.clone(), target.clone());
+            Rc::new(move |ev: LinkEvent| {
+                let to = target.get();
+                with_inner(&weak, move |i| match to {
+                    Some(key) => i.on_link_event(key, ev),
+                    None => i.on_ready_event(ev),
+                })
+            })
+        };
+        let link = match Link::new(&self.ice_servers, true, self.relay_only, on) {
+            Ok(link) => link,
+            Err(e) => {
+                self.ready_failed_at = now();
+                return log_error("cannot prepare a ready offer", &e);
+            }
+        };
+        let pc = link.pc.clone();
+        self.ready = Some(ReadyOffer {
+            link,
+            sdp: None,
+            target,
+            late: Vec::new(),
+        });
+        let weak = self.me.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = Link::gathered_offer(pc.clone(), READY_GATHER_MS).await;
+            with_inner(&weak, move |i| {
+                let Some(ready) = i.ready.as_mut().filter(|r| r.link.pc == pc) else {
+                    return;
+                };
+                match result {
+                    Ok(sdp) => {
+                        ready.sdp = Some(sdp);
+                        i.publish_ready_offer();
+                    }
+                    Err(e) => {
+                        i.ready = None;
+                        i.ready_failed_at = now();
+                        log_error("cannot prepare a ready offer", &e);
+                    }
+                }
+            });
+        });
+    }
+
+    fn publish_ready_offer(&self) {
+        if let Some(sdp) = self.ready.as_ref().and_then(|r| r.sdp.clone()) {
+            let data = serde_json::value::to_raw_value(&PeerSignal::Ready { sdp })
+                .expect("signals serialize");
+            self.socket.send(&ClientMsg::Ready { data });
+        }
+    }
+
+    fn on_ready_event(&mut self, ev: LinkEvent) {
+        let Some(ready) = self.ready.as_mut() else {
+            return;
+        };
+        match ev {
+            // Candidates found before the offer went out are in its SDP.
+            LinkEvent::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } if ready.sdp.is_some() => ready.late.push(PeerSignal::Candidate {
+                fetcher: false,
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            }),
+            LinkEvent::Closed(_) => {
+                // Unusable now; the broker's copy fails its taker, which
+                // then asks for another holder. Make a fresh one.
+                self.ready = None;
+                self.prepare_ready_offer();
+            }
+            _ => {}
+        }
+    }
+
+    /// The broker handed our ready offer to `by`: the connection becomes a
+    /// serving link to it, and a fresh offer waits for the next wanter.
+    fn on_offer_taken(&mut self, by: PeerId) {
+        let Some(ready) = self.ready.take() else {
+            return;
+        };
+        let key = LinkKey {
+            peer: by,
+            fetching: false,
+        };
+        // Already serving `by` on another link: it will not answer this one.
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.links.entry(key) {
+            ready.target.set(Some(key));
+            slot.insert(Peering::new(ready.link, Role::Serve(VecDeque::new())));
+            for candidate in &ready.late {
+                self.send_signal(by, candidate);
+            }
+        }
+        self.prepare_ready_offer();
     }
 
     // ----- links -----
@@ -492,9 +698,12 @@ impl Inner {
     }
 
     fn open_fetch_link(&mut self, content: ContentId, holder: PeerId) {
+        if let Some(offer) = self.offers_in_hand.remove(&holder) {
+            return self.answer_ready_offer(content, holder, offer);
+        }
         let key = LinkKey {
             peer: holder,
-            offerer: true,
+            fetching: true,
         };
         let link = match Link::new(
             &self.ice_servers,
@@ -509,14 +718,8 @@ impl Inner {
             }
         };
         let pc = link.pc.clone();
-        self.links.insert(
-            key,
-            Peering {
-                link,
-                role: Role::Fetch(content),
-                created: now(),
-            },
-        );
+        self.links
+            .insert(key, Peering::new(link, Role::Fetch(content)));
         let weak = self.me.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let result = Link::offer(pc.clone()).await;
@@ -535,20 +738,12 @@ impl Inner {
         });
     }
 
-    fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId) {
-        if !self.held.contains_key(&content) {
-            self.send_signal(
-                from,
-                &PeerSignal::Bye {
-                    offerer: false,
-                    reason: format!("this peer does not hold {content}"),
-                },
-            );
-            return;
-        }
+    /// Answers a holder's ready offer; the first request rides on the
+    /// answer, and the holder sends as soon as the channel opens.
+    fn answer_ready_offer(&mut self, content: ContentId, holder: PeerId, offer: String) {
         let key = LinkKey {
-            peer: from,
-            offerer: false,
+            peer: holder,
+            fetching: true,
         };
         let link = match Link::new(
             &self.ice_servers,
@@ -557,17 +752,33 @@ impl Inner {
             self.link_callback(key),
         ) {
             Ok(link) => link,
-            Err(e) => return log_error("cannot create a connection", &e),
+            Err(e) => {
+                self.drive(content, Input::Lost(holder, e.to_string()));
+                return;
+            }
         };
         let pc = link.pc.clone();
-        self.links.insert(
-            key,
-            Peering {
-                link,
-                role: Role::Serve(VecDeque::new()),
-                created: now(),
-            },
-        );
+        self.links
+            .insert(key, Peering::new(link, Role::Fetch(content)));
+        let request = self
+            .fetches
+            .get_mut(&content)
+            .and_then(|f| f.download.request_ahead(holder, now() as u64));
+        self.answer(key, pc, offer, move |sdp| PeerSignal::ReadyAnswer {
+            sdp,
+            request,
+        });
+    }
+
+    /// Applies `offer` on the link `key`, answers it and sends the answer
+    /// (wrapped by `signal`) to the other peer.
+    fn answer(
+        &mut self,
+        key: LinkKey,
+        pc: web_sys::RtcPeerConnection,
+        offer: String,
+        signal: impl FnOnce(String) -> PeerSignal + 'static,
+    ) {
         let weak = self.me.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let ready = {
@@ -580,17 +791,52 @@ impl Inner {
                     })
                 }
             };
-            let result = Link::answer(pc.clone(), sdp, ready).await;
+            let result = Link::answer(pc.clone(), offer, ready).await;
             with_inner(&weak, move |i| {
                 if !i.links.get(&key).is_some_and(|p| p.link.pc == pc) {
                     return;
                 }
                 match result {
-                    Ok(answer) => i.send_signal(from, &PeerSignal::Answer { sdp: answer }),
+                    Ok(answer) => {
+                        i.send_signal(key.peer, &signal(answer));
+                        if key.fetching {
+                            i.warm_up_once();
+                        }
+                    }
                     Err(e) => i.on_link_lost(key, format!("could not answer: {e}")),
                 }
             });
         });
+    }
+
+    fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId) {
+        if !self.held.contains_key(&content) {
+            self.send_signal(
+                from,
+                &PeerSignal::Bye {
+                    fetcher: false,
+                    reason: format!("this peer does not hold {content}"),
+                },
+            );
+            return;
+        }
+        let key = LinkKey {
+            peer: from,
+            fetching: false,
+        };
+        let link = match Link::new(
+            &self.ice_servers,
+            false,
+            self.relay_only,
+            self.link_callback(key),
+        ) {
+            Ok(link) => link,
+            Err(e) => return log_error("cannot create a connection", &e),
+        };
+        let pc = link.pc.clone();
+        self.links
+            .insert(key, Peering::new(link, Role::Serve(VecDeque::new())));
+        self.answer(key, pc, sdp, |sdp| PeerSignal::Answer { sdp });
     }
 
     fn on_link_event(&mut self, key: LinkKey, ev: LinkEvent) {
@@ -602,7 +848,7 @@ impl Inner {
             } => self.send_signal(
                 key.peer,
                 &PeerSignal::Candidate {
-                    offerer: key.offerer,
+                    fetcher: key.fetching,
                     candidate,
                     sdp_mid,
                     sdp_m_line_index,
@@ -611,14 +857,27 @@ impl Inner {
             LinkEvent::Channel(dc) => {
                 if let Some(p) = self.links.get_mut(&key) {
                     p.link.attach(dc);
+                    // A received channel is open already: no open event.
+                    if p.link.is_open() {
+                        self.on_link_event(key, LinkEvent::Open);
+                    }
                 }
             }
-            LinkEvent::Open => {
-                if let Some(Role::Fetch(content)) = self.links.get(&key).map(|p| &p.role) {
+            LinkEvent::Open => match self.links.get_mut(&key) {
+                Some(Peering {
+                    role: Role::Fetch(content),
+                    ..
+                }) => {
                     let content = *content;
                     self.drive(content, Input::Opened(key.peer));
                 }
-            }
+                Some(p) => {
+                    if let Some(request) = p.ahead.take() {
+                        self.serve(key, request);
+                    }
+                }
+                None => {}
+            },
             LinkEvent::Message(data) => self.on_channel_message(key, data),
             LinkEvent::BufferLow => self.pump(key),
             LinkEvent::Closed(reason) => self.on_link_lost(key, reason),
@@ -678,17 +937,18 @@ impl Inner {
     }
 
     fn serve_request(&mut self, key: LinkKey, text: &str) {
-        let request = match serde_json::from_str::<Request>(text) {
-            Ok(r) => r,
-            Err(e) => {
-                return self.reply(
-                    key,
-                    &Reply::Refused {
-                        message: format!("unreadable request: {e}"),
-                    },
-                )
-            }
-        };
+        match serde_json::from_str::<Request>(text) {
+            Ok(request) => self.serve(key, request),
+            Err(e) => self.reply(
+                key,
+                &Reply::Refused {
+                    message: format!("unreadable request: {e}"),
+                },
+            ),
+        }
+    }
+
+    fn serve(&mut self, key: LinkKey, request: Request) {
         let (content, jobs): (ContentId, Vec<(FrameKind, u32)>) = match request {
             Request::Manifest { content, prefetch } => {
                 let count = self
@@ -785,7 +1045,7 @@ impl Inner {
             if let Input::Introduced(peer) | Input::Opened(peer) = input {
                 self.links.remove(&LinkKey {
                     peer,
-                    offerer: true,
+                    fetching: true,
                 });
             }
             return;
@@ -802,7 +1062,7 @@ impl Inner {
                 Action::Send(peer, request) => {
                     let key = LinkKey {
                         peer,
-                        offerer: true,
+                        fetching: true,
                     };
                     if let Some(dc) = self.links.get(&key).and_then(|p| p.link.channel.as_ref()) {
                         let text = serde_json::to_string(&request).expect("requests serialize");
@@ -812,7 +1072,7 @@ impl Inner {
                 Action::Disconnect { peer, reason } => {
                     self.links.remove(&LinkKey {
                         peer,
-                        offerer: true,
+                        fetching: true,
                     });
                     if let Some(reason) = reason {
                         self.emit(Event::Warning(
@@ -890,6 +1150,6 @@ impl Inner {
         }
         let stale = now() - SERVE_OPEN_TIMEOUT_MS;
         self.links
-            .retain(|k, p| k.offerer || p.link.is_open() || p.created > stale);
+            .retain(|k, p| k.fetching || p.link.is_open() || p.created > stale);
     }
 }

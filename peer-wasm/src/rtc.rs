@@ -4,16 +4,19 @@
 //! for whoever owns the link, and owns its listeners so that dropping the
 //! link detaches them.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
+use futures_channel::oneshot;
 use gloo_events::EventListener;
+use gloo_timers::callback::Timeout;
 use js_sys::{Array, Reflect};
 use protocol::IceServer;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelInit,
-    RtcDataChannelType, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection,
+    RtcDataChannelType, RtcIceCandidateInit, RtcIceGatheringState, RtcIceServer, RtcPeerConnection,
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
 };
 
@@ -187,6 +190,33 @@ impl Link {
         desc.set_sdp(&sdp);
         JsFuture::from(pc.set_local_description(&desc)).await?;
         Ok(sdp)
+    }
+
+    /// Creates the offer, sets it locally and waits until ICE gathering is
+    /// complete (or `max_wait_ms` passed): the SDP then carries this side's
+    /// candidates, so it can wait for a wanter that does not exist yet.
+    pub async fn gathered_offer(pc: RtcPeerConnection, max_wait_ms: u32) -> Result<String> {
+        Self::offer(pc.clone()).await?;
+        if pc.ice_gathering_state() != RtcIceGatheringState::Complete {
+            let (tx, rx) = oneshot::channel::<()>();
+            let tx = Rc::new(RefCell::new(Some(tx)));
+            let finish = move |tx: &RefCell<Option<oneshot::Sender<()>>>| {
+                if let Some(tx) = tx.borrow_mut().take() {
+                    let _ = tx.send(());
+                }
+            };
+            let _gathered = {
+                let (tx, pc2) = (tx.clone(), pc.clone());
+                EventListener::new(&pc, "icegatheringstatechange", move |_| {
+                    if pc2.ice_gathering_state() == RtcIceGatheringState::Complete {
+                        finish(&tx);
+                    }
+                })
+            };
+            let _timer = Timeout::new(max_wait_ms, move || finish(&tx));
+            let _ = rx.await;
+        }
+        Ok(pc.local_description().map(|d| d.sdp()).unwrap_or_default())
     }
 
     /// Applies a remote offer, creates the answer and sets it locally;

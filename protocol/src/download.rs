@@ -190,6 +190,43 @@ impl Download {
         }
     }
 
+    /// Decides now what to ask of a holder that answers before its channel
+    /// opens: one introduced with a ready offer, whose answer carries the
+    /// first request so that the holder sends as soon as the channel opens.
+    /// The request counts as sent; `None` if there is nothing to ask yet.
+    pub fn request_ahead(&mut self, peer: PeerId, now: u64) -> Option<Request> {
+        let src = self.sources.get_mut(&peer).filter(|s| !s.open)?;
+        if self.manifest.is_none() {
+            if self.manifest_from.is_some() {
+                return None;
+            }
+            self.manifest_from = Some(peer);
+            return Some(Request::Manifest {
+                content: self.content,
+                prefetch: PREFETCH,
+            });
+        }
+        let mut indices = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if src.in_flight.len() + indices.len() >= PIPELINE {
+                break;
+            }
+            if matches!(slot, Slot::Missing) {
+                *slot = Slot::Requested;
+                indices.push(i as u32);
+            }
+        }
+        if indices.is_empty() {
+            return None;
+        }
+        src.last_progress = now;
+        src.in_flight.extend_from_slice(&indices);
+        Some(Request::Chunks {
+            content: self.content,
+            indices,
+        })
+    }
+
     /// Feeds one input; returns what to do, in order.
     pub fn handle(&mut self, input: Input<'_>, now: u64) -> Vec<Action> {
         let mut out = Vec::new();

@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ids::{ContentId, PeerId};
+use crate::transfer::Request;
 
 /// Largest text frame the broker accepts, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most holders one `want` may ask to be introduced to.
 pub const MAX_INTRODUCTIONS: u8 = 8;
+/// Largest ready offer (`ClientMsg::Ready` payload) the broker keeps, in
+/// bytes: an SDP offer with its candidates is 1-3 KB.
+pub const MAX_READY_OFFER_BYTES: usize = 8 * 1024;
 
 /// Client -> broker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +56,14 @@ pub enum ClientMsg {
         /// Address no longer wanted.
         content: ContentId,
     },
+    /// A holder's ready offer (ICE gathering complete), for the next wanter
+    /// the broker introduces it to. It replaces any earlier one and is
+    /// handed out once: the wanter answers it instead of making an offer,
+    /// which saves a round trip. At most [`MAX_READY_OFFER_BYTES`].
+    Ready {
+        /// Opaque payload; only peers parse it (see [`PeerSignal::Ready`]).
+        data: Box<RawValue>,
+    },
 }
 
 /// Broker -> client.
@@ -72,12 +84,23 @@ pub enum ServerMsg {
         /// The sender's opaque payload.
         data: Box<RawValue>,
     },
-    /// A holder of content you want. You make the WebRTC offer.
+    /// A holder of content you want. With `offer`, answer the holder's
+    /// ready offer; without, make the WebRTC offer yourself.
     Introduce {
         /// Address wanted.
         content: ContentId,
         /// A peer that holds it.
         holder: PeerId,
+        /// The holder's ready offer (its `ClientMsg::Ready` payload), if it
+        /// had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offer: Option<Box<RawValue>>,
+    },
+    /// Your ready offer went to this wanter: expect its answer, and send
+    /// the broker a fresh ready offer for the next one.
+    OfferTaken {
+        /// The wanter that received it.
+        by: PeerId,
     },
     /// How many peers hold this content. Sent to holders and wanters
     /// whenever it changes, and to a new wanter at once. Zero means nobody
@@ -171,7 +194,7 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
         } else if keys.is_some_and(|n| n > 1) {
             (ErrorCode::BadMessage, "a message is a JSON object with exactly one key, its type")
         } else if detail.contains("unknown variant") || detail.contains("expected enum") || detail.contains("expected value") {
-            (ErrorCode::UnknownType, "unknown message type; expected one of signal, hold, release, want, unwant, e.g. {\"want\":{\"content\":\"<address>\"}}")
+            (ErrorCode::UnknownType, "unknown message type; expected one of signal, hold, release, want, unwant, ready, e.g. {\"want\":{\"content\":\"<address>\"}}")
         } else if detail.contains("malformed address") {
             (ErrorCode::BadAddress, "bad content address")
         } else {
@@ -184,28 +207,47 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
     })
 }
 
-/// The payload peers put in `signal.data`. Only peers parse it.
+/// The payload peers put in `signal.data` (and in a ready offer). Only
+/// peers parse it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PeerSignal {
-    /// SDP offer; the wanter sends it for `content`.
+    /// SDP offer; the wanter sends it for `content` when the holder had no
+    /// ready offer.
     Offer {
         /// The session description.
         sdp: String,
         /// Which content the offerer wants from the holder.
         content: ContentId,
     },
-    /// SDP answer.
+    /// SDP answer to an [`PeerSignal::Offer`].
     Answer {
         /// The session description.
         sdp: String,
     },
+    /// A holder's ready offer, sent to the broker in `ClientMsg::Ready`
+    /// before any wanter exists. ICE gathering is complete, so the SDP
+    /// carries the holder's candidates.
+    Ready {
+        /// The session description.
+        sdp: String,
+    },
+    /// The wanter's answer to a ready offer, with its first request: the
+    /// holder sends it as soon as the channel opens, without waiting for the
+    /// request to cross the channel.
+    ReadyAnswer {
+        /// The session description.
+        sdp: String,
+        /// What to send first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<Request>,
+    },
     /// A trickled ICE candidate.
     Candidate {
-        /// Whether the sender made the offer on this connection. Two peers
-        /// may have a connection each way (each fetching from the other);
-        /// this says which one the candidate belongs to.
-        offerer: bool,
+        /// Whether the sender is the fetching side of this connection. Two
+        /// peers may have a connection each way (each fetching from the
+        /// other); this says which one the candidate belongs to.
+        fetcher: bool,
         /// `RTCIceCandidate.candidate`.
         candidate: String,
         /// `sdpMid`.
@@ -218,8 +260,8 @@ pub enum PeerSignal {
     /// The sender gives up on this connection (e.g. it no longer holds the
     /// content), so the other side can move on at once.
     Bye {
-        /// Whether the sender made the offer on this connection.
-        offerer: bool,
+        /// Whether the sender is the fetching side of this connection.
+        fetcher: bool,
         /// Why.
         reason: String,
     },
@@ -244,6 +286,7 @@ mod tests {
             format!(r#"{{"want":{{"content":"{addr}"}}}}"#),
             format!(r#"{{"want":{{"content":"{addr}","holders":3}}}}"#),
             format!(r#"{{"unwant":{{"content":"{addr}"}}}}"#),
+            r#"{"ready":{"data":{"kind":"ready","sdp":"v=0"}}}"#.to_owned(),
         ] {
             decode_client(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
         }

@@ -79,6 +79,8 @@ async fn share_flow() {
         "the broker relayed {ws_delta} WebSocket bytes while B loaded a {len}-byte text: \
          content must not go through the broker"
     );
+    // A prepared an offer while waiting; B answered it instead of offering.
+    assert_eq!(metric(&broker, "broker_ready_offers_total"), 1.0);
 
     step("A leaves");
     a.close().await;
@@ -136,7 +138,23 @@ async fn share_flow() {
         "D: {d_stats:?} for {len} bytes"
     );
 
+    // E announced its page before its ready offer existed: D, already
+    // waiting, made its own offer.
+    let introductions = metric(&broker, "broker_introductions_total");
+    let ready = metric(&broker, "broker_ready_offers_total");
+    assert!(
+        introductions > ready,
+        "every introduction carried a ready offer ({ready} of {introductions}); \
+         the plain offer path went untested"
+    );
+
     d.close().await;
     e.close().await;
     step("done");
+}
+
+fn metric(broker: &Broker, name: &str) -> f64 {
+    broker
+        .metric(name)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }

@@ -1,9 +1,11 @@
 //! The in-process registry: one broker node.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
 use protocol::{ContentId, PeerId, ServerMsg};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{Mailbox, Outbound, Registry, RegistryError};
@@ -37,6 +39,8 @@ struct Index {
     /// Addresses with at least one holder, kept up to date so the gauge
     /// costs nothing to read.
     held_addresses: u64,
+    /// Each holder's ready offer, handed to the next wanter it meets.
+    ready: HashMap<PeerId, Box<RawValue>>,
 }
 
 #[derive(Default)]
@@ -94,9 +98,7 @@ impl LocalRegistry {
             Err(TrySendError::Full(_)) => {
                 // A peer that cannot keep up is dropped rather than buffered
                 // without bound; its session sees the kill and closes.
-                self.metrics
-                    .queue_drops
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.queue_drops.fetch_add(1, Relaxed);
                 mailbox.kill.notify_one();
                 Ok(())
             }
@@ -122,6 +124,7 @@ impl LocalRegistry {
         let index = self.index.lock().expect("index lock");
         index.by_content.is_empty()
             && index.by_peer.is_empty()
+            && index.ready.is_empty()
             && self.topics.read().expect("topics lock").is_empty()
     }
 }
@@ -129,7 +132,14 @@ impl LocalRegistry {
 impl Index {
     /// Introduces up to `n` holders (least recently introduced first) to
     /// `wanter`; returns how many were introduced.
-    fn introduce(&mut self, content: ContentId, wanter: PeerId, n: u8, out: &mut Deliveries) -> u8 {
+    fn introduce(
+        &mut self,
+        content: ContentId,
+        wanter: PeerId,
+        n: u8,
+        metrics: &Metrics,
+        out: &mut Deliveries,
+    ) -> u8 {
         let Some(entry) = self.by_content.get(&content) else {
             return 0;
         };
@@ -142,7 +152,7 @@ impl Index {
         candidates.sort_unstable();
         candidates.truncate(n as usize);
         for (_, holder) in &candidates {
-            self.introduce_one(content, *holder, wanter, out);
+            self.introduce_one(content, *holder, wanter, metrics, out);
         }
         candidates.len() as u8
     }
@@ -154,13 +164,27 @@ impl Index {
         content: ContentId,
         holder: PeerId,
         wanter: PeerId,
+        metrics: &Metrics,
         out: &mut Deliveries,
     ) {
+        metrics.introductions.fetch_add(1, Relaxed);
         self.clock += 1;
         if let Some(entry) = self.by_content.get_mut(&content) {
             entry.holders.insert(holder, self.clock);
         }
-        out.push((wanter, encode(&ServerMsg::Introduce { content, holder })));
+        let offer = self.ready.remove(&holder);
+        if offer.is_some() {
+            metrics.ready_offers.fetch_add(1, Relaxed);
+            out.push((holder, encode(&ServerMsg::OfferTaken { by: wanter })));
+        }
+        out.push((
+            wanter,
+            encode(&ServerMsg::Introduce {
+                content,
+                holder,
+                offer,
+            }),
+        ));
     }
 
     /// Queues the holder count of `content` for everyone holding or wanting it.
@@ -226,6 +250,7 @@ impl Registry for LocalRegistry {
         let mut out = Deliveries::new();
         {
             let mut index = self.index.lock().expect("index lock");
+            index.ready.remove(&peer);
             if let Some(pc) = index.by_peer.remove(&peer) {
                 for content in pc.holds {
                     index.remove_holder(peer, content, &mut out);
@@ -234,9 +259,7 @@ impl Registry for LocalRegistry {
                     index.remove_wanter(peer, content);
                 }
             }
-            self.metrics
-                .addresses
-                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.addresses.store(index.held_addresses, Relaxed);
             // Under the lock, as everywhere: counts arrive in order.
             self.deliver_all(out);
         }
@@ -283,19 +306,14 @@ impl Registry for LocalRegistry {
                 .map(|(w, _)| *w)
                 .collect();
             for wanter in waiting {
-                index.introduce_one(content, peer, wanter, &mut out);
+                index.introduce_one(content, peer, wanter, &self.metrics, &mut out);
                 let entry = index.by_content.get_mut(&content).expect("entry exists");
                 if let Some(n) = entry.wanters.get_mut(&wanter) {
                     *n -= 1;
                 }
-                self.metrics
-                    .introductions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             index.announce_count(content, &mut out);
-            self.metrics
-                .addresses
-                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.addresses.store(index.held_addresses, Relaxed);
             // Delivered under the lock so that counts for one address
             // reach every peer in the order they changed.
             self.deliver_all(out);
@@ -312,9 +330,7 @@ impl Registry for LocalRegistry {
             }
             index.drop_peer_if_empty(&peer);
             index.remove_holder(peer, content, &mut out);
-            self.metrics
-                .addresses
-                .store(index.held_addresses, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.addresses.store(index.held_addresses, Relaxed);
             // Delivered under the lock so that counts for one address
             // reach every peer in the order they changed.
             self.deliver_all(out);
@@ -345,10 +361,7 @@ impl Registry for LocalRegistry {
             let entry = index.by_content.entry(content).or_default();
             let count = entry.holders.len() as u32;
             out.push((peer, encode(&ServerMsg::Holders { content, count })));
-            let introduced = index.introduce(content, peer, holders, &mut out);
-            self.metrics
-                .introductions
-                .fetch_add(introduced as u64, std::sync::atomic::Ordering::Relaxed);
+            let introduced = index.introduce(content, peer, holders, &self.metrics, &mut out);
             let entry = index.by_content.get_mut(&content).expect("entry exists");
             entry.wanters.insert(peer, holders - introduced);
             // Delivered under the lock so that counts for one address
@@ -365,5 +378,13 @@ impl Registry for LocalRegistry {
         }
         index.drop_peer_if_empty(&peer);
         index.remove_wanter(peer, content);
+    }
+
+    async fn ready(&self, peer: PeerId, offer: Box<RawValue>) {
+        // Only connected peers: a late message must not outlive cleanup.
+        if self.topics.read().expect("topics lock").contains_key(&peer) {
+            let mut index = self.index.lock().expect("index lock");
+            index.ready.insert(peer, offer);
+        }
     }
 }

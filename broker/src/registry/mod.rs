@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use protocol::{ContentId, ErrorCode, PeerId};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
 
 pub use local::LocalRegistry;
@@ -90,4 +91,9 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Records that `peer` stopped wanting `content`.
     fn unwant(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send;
+
+    /// Keeps `offer` (replacing any earlier one) for the next wanter
+    /// `peer` is introduced to; the introduction carries it, and `peer` is
+    /// told who took it.
+    fn ready(&self, peer: PeerId, offer: Box<RawValue>) -> impl Future<Output = ()> + Send;
 }

@@ -313,3 +313,59 @@ fn unsolicited_frames_ban_the_sender() {
         matches!(&out[0], Action::Disconnect { reason: Some(r), .. } if r.contains("before the manifest"))
     );
 }
+
+#[test]
+fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
+    let fx = Fixture::new(40_000, 256 * 1024);
+    let mut dl = Download::new(fx.address(), 0);
+    assert_eq!(
+        dl.handle(Input::Introduced(peer(1)), 0),
+        vec![Action::Connect(peer(1))]
+    );
+    let first = dl.request_ahead(peer(1), 0).expect("asks for the manifest");
+    assert_eq!(
+        first,
+        Request::Manifest {
+            content: fx.address(),
+            prefetch: PREFETCH
+        }
+    );
+    // A second holder answering ahead gets nothing: the manifest is asked.
+    dl.handle(Input::Introduced(peer(2)), 0);
+    assert_eq!(dl.request_ahead(peer(2), 0), None);
+    // Opening sends nothing more; the holder pushes what was asked.
+    assert!(dl.handle(Input::Opened(peer(1)), 1).is_empty());
+    let mut actions = Vec::new();
+    for frame in fx.answer(&first) {
+        actions.extend(dl.handle(Input::Frame(peer(1), &frame), 2));
+    }
+    let seen = pump(&mut dl, &fx, actions, 2);
+    assert_eq!(complete_data(&seen), Some(&fx.data));
+}
+
+#[test]
+fn request_ahead_after_the_manifest_claims_missing_chunks() {
+    let fx = Fixture::new(10 * 1024, 1024);
+    let mut dl = Download::new(fx.address(), 0);
+    let actions = dl.handle(Input::Introduced(peer(1)), 0);
+    assert_eq!(actions, vec![Action::Connect(peer(1))]);
+    let mut actions = dl.handle(Input::Opened(peer(1)), 0);
+    let Some(Action::Send(_, manifest_req)) = actions.pop() else {
+        panic!("manifest request expected")
+    };
+    // Only the manifest arrives; its prefetched chunks are still owed.
+    for frame in fx.manifest_frames() {
+        dl.handle(Input::Frame(peer(1), &frame), 1);
+    }
+    assert!(matches!(manifest_req, Request::Manifest { .. }));
+    dl.handle(Input::Introduced(peer(2)), 1);
+    let ahead = dl.request_ahead(peer(2), 1).expect("chunks to ask for");
+    let Request::Chunks { indices, .. } = &ahead else {
+        panic!("{ahead:?}")
+    };
+    // Chunks 0..4 are owed by the first holder; the next ones go here.
+    assert_eq!(indices, &[4, 5, 6, 7]);
+    // Nothing for an open holder or an unknown one.
+    assert_eq!(dl.request_ahead(peer(1), 1), None);
+    assert_eq!(dl.request_ahead(peer(3), 1), None);
+}

@@ -107,6 +107,10 @@ async fn bench(runs: usize) -> anyhow::Result<()> {
     holder.close().await;
     floor_holder.close().await;
 
+    let ready = app.metric("broker_ready_offers_total")?;
+    let introductions = app.metric("broker_introductions_total")?;
+    println!("ours: {ready} of {introductions} introductions carried the holder's ready offer");
+
     let (ours, base) = (Summary::of(ours), Summary::of(base));
     println!();
     println!("{:<8} {:>4} {:>10} {:>10}", "", "n", "median ms", "p90 ms");
