@@ -9,7 +9,9 @@ await init();
 // index.html may have opened the broker socket already (on a share link).
 const early = window.earlySocket;
 delete window.earlySocket;
-const peer = early ? Peer.fromSocket(early.socket, early.received, early.wanted) : new Peer();
+const peer = early
+  ? Peer.fromSocket(early.socket, early.received, early.wanted, false, early.connection)
+  : new Peer();
 // The app may start before the document is parsed (see index.html).
 if (document.readyState === "loading") {
   await new Promise((done) => document.addEventListener("DOMContentLoaded", done, { once: true }));

@@ -66,17 +66,27 @@ impl Peer {
     /// the page opened before the wasm loaded, so that connecting overlaps
     /// the module's download. `received` holds the text messages that
     /// already arrived on it; `wanted` is the address in its `?want=`
-    /// query, if any (call `fetch` for it right after).
+    /// query, if any: its download starts at once, and `fetch` joins it.
+    /// `connection`, a fresh `RTCPeerConnection` the page made meanwhile
+    /// (the browser's first one takes milliseconds to start WebRTC), is
+    /// used for the first link.
     #[wasm_bindgen(js_name = fromSocket)]
     pub fn from_socket(
         socket: web_sys::WebSocket,
         received: Vec<String>,
         wanted: Option<String>,
         relay_only: Option<bool>,
+        connection: Option<web_sys::RtcPeerConnection>,
     ) -> Result<Peer, JsValue> {
         let wanted = wanted.as_deref().map(parse_address).transpose()?;
         Ok(Peer {
-            inner: Inner::adopt(socket, received, wanted, relay_only.unwrap_or(false)),
+            inner: Inner::adopt(
+                socket,
+                received,
+                wanted,
+                relay_only.unwrap_or(false),
+                connection,
+            ),
         })
     }
 

@@ -28,13 +28,18 @@ fn pair() -> (Link, Link, Events) {
         &[],
         true,
         false,
+        None,
         Rc::new(move |e| drop(tx_a.unbounded_send((true, e)))),
     )
     .unwrap();
+    // The answering side reuses a connection made earlier, as the page's
+    // first link does.
+    let fresh = web_sys::RtcPeerConnection::new().unwrap();
     let b = Link::new(
         &[],
         false,
         false,
+        Some(fresh),
         Rc::new(move |e| drop(tx.unbounded_send((false, e)))),
     )
     .unwrap();

@@ -33,6 +33,11 @@ const SERVE_OPEN_TIMEOUT_MS: f64 = 30_000.0;
 const READY_GATHER_MS: u32 = 3_000;
 /// After failing to make a ready offer, wait this long before trying again.
 const READY_RETRY_MS: f64 = 5_000.0;
+/// A ready offer is made this long after the need arises: creating a
+/// connection costs the main thread a few milliseconds, which should not
+/// delay showing fetched content or serving the wanter that just took the
+/// previous offer.
+const READY_DELAY_MS: u32 = 50;
 
 /// Which connection: one per remote peer and direction, since two peers can
 /// fetch from each other at the same time.
@@ -136,9 +141,12 @@ pub struct Inner {
     reconnect: Option<Timeout>,
     /// Our ready offer, while no wanter has taken it.
     ready: Option<ReadyOffer>,
+    ready_timer: Option<Timeout>,
     ready_failed_at: f64,
     /// Holders' ready offers from introductions, until we answer them.
     offers_in_hand: HashMap<PeerId, String>,
+    /// An unused connection the page made early, for the first link.
+    spare: Option<web_sys::RtcPeerConnection>,
 }
 
 /// Runs `f` on the peer if it still exists. If the peer is busy (a browser
@@ -174,19 +182,26 @@ impl Inner {
 
     /// A peer that takes over a broker socket the page opened before the
     /// wasm loaded. `received` are the messages that already arrived on it
-    /// (replayed on the next microtask, once the page has started its
-    /// fetches); `wanted` is the address in its `?want=` query.
+    /// (replayed on the next microtask); `wanted` is the address in its
+    /// `?want=` query, whose download starts now so that the replayed
+    /// introduction finds it. `spare` is a fresh connection for the first
+    /// link.
     pub fn adopt(
         ws: WebSocket,
         received: Vec<String>,
         wanted: Option<ContentId>,
         relay_only: bool,
+        spare: Option<web_sys::RtcPeerConnection>,
     ) -> Rc<RefCell<Inner>> {
         // Reconnect to the same endpoint, without the one-off query.
         let url = ws.url().split('?').next().unwrap_or_default().to_owned();
         let rc = Self::build(url, relay_only);
         {
             let mut inner = rc.borrow_mut();
+            inner.spare = spare;
+            if let Some(content) = wanted {
+                inner.start_fetch(content);
+            }
             inner.want_in_url = wanted;
             let on = inner.broker_callback();
             inner.socket.adopt(ws, on);
@@ -229,8 +244,10 @@ impl Inner {
                 tick: None,
                 reconnect: None,
                 ready: None,
+                ready_timer: None,
                 ready_failed_at: f64::NEG_INFINITY,
                 offers_in_hand: HashMap::new(),
+                spare: None,
             })
         });
         let weak = Rc::downgrade(&rc);
@@ -291,7 +308,7 @@ impl Inner {
         }
         self.held.insert(address, held);
         self.socket.send(&ClientMsg::Hold { content: address });
-        self.prepare_ready_offer();
+        self.schedule_ready_offer();
     }
 
     /// Stops holding `content`.
@@ -308,15 +325,23 @@ impl Inner {
             let _ = tx.send(held.clone());
             return rx;
         }
-        if let Some(fetch) = self.fetches.get_mut(&content) {
-            fetch.waiters.push(tx);
-            return rx;
+        if !self.fetches.contains_key(&content) {
+            self.start_fetch(content);
         }
+        let fetch = self.fetches.get_mut(&content).expect("started above");
+        fetch.waiters.push(tx);
+        // Whoever joins learns where the download stands.
+        fetch.shown = None;
+        self.emit_status(content);
+        rx
+    }
+
+    fn start_fetch(&mut self, content: ContentId) {
         self.fetches.insert(
             content,
             Fetch {
                 download: Download::new(content, now() as u64),
-                waiters: vec![tx],
+                waiters: Vec::new(),
                 shown: None,
             },
         );
@@ -327,8 +352,22 @@ impl Inner {
                 holders: None,
             });
         }
-        self.emit_status(content);
-        rx
+    }
+
+    /// A link on the page's early connection if there is one, else on a new
+    /// connection.
+    fn new_link(
+        &mut self,
+        offerer: bool,
+        on_event: crate::rtc::OnEvent,
+    ) -> Result<Link, PeerError> {
+        Link::new(
+            &self.ice_servers,
+            offerer,
+            self.relay_only,
+            self.spare.take(),
+            on_event,
+        )
     }
 
     /// Abandons a download; its promise rejects.
@@ -350,7 +389,11 @@ impl Inner {
         self.links.clear();
         self.fetches.clear();
         self.ready = None;
+        self.ready_timer = None;
         self.offers_in_hand.clear();
+        if let Some(pc) = self.spare.take() {
+            pc.close();
+        }
         self.tick = None;
         self.reconnect = None;
     }
@@ -433,7 +476,7 @@ impl Inner {
                         });
                     }
                 }
-                self.prepare_ready_offer();
+                self.schedule_ready_offer();
             }
             ServerMsg::Signal { from, data } => {
                 match serde_json::from_str::<PeerSignal>(data.get()) {
@@ -577,6 +620,18 @@ impl Inner {
 
     // ----- ready offers -----
 
+    fn schedule_ready_offer(&mut self) {
+        if self.ready.is_none() && self.ready_timer.is_none() && !self.closed {
+            let weak = self.me.clone();
+            self.ready_timer = Some(Timeout::new(READY_DELAY_MS, move || {
+                with_inner(&weak, |i| {
+                    i.ready_timer = None;
+                    i.prepare_ready_offer();
+                })
+            }));
+        }
+    }
+
     /// Makes an offer in advance, while we hold something, so the next
     /// wanter can answer it at once instead of making its own.
     fn prepare_ready_offer(&mut self) {
@@ -599,7 +654,7 @@ impl Inner {
                 })
             })
         };
-        let link = match Link::new(&self.ice_servers, true, self.relay_only, on) {
+        let link = match self.new_link(true, on) {
             Ok(link) => link,
             Err(e) => {
                 self.ready_failed_at = now();
@@ -663,7 +718,7 @@ impl Inner {
                 // Unusable now; the broker's copy fails its taker, which
                 // then asks for another holder. Make a fresh one.
                 self.ready = None;
-                self.prepare_ready_offer();
+                self.schedule_ready_offer();
             }
             _ => {}
         }
@@ -687,7 +742,7 @@ impl Inner {
                 self.send_signal(by, candidate);
             }
         }
-        self.prepare_ready_offer();
+        self.schedule_ready_offer();
     }
 
     // ----- links -----
@@ -705,12 +760,7 @@ impl Inner {
             peer: holder,
             fetching: true,
         };
-        let link = match Link::new(
-            &self.ice_servers,
-            true,
-            self.relay_only,
-            self.link_callback(key),
-        ) {
+        let link = match self.new_link(true, self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => {
                 self.drive(content, Input::Lost(holder, e.to_string()));
@@ -745,12 +795,7 @@ impl Inner {
             peer: holder,
             fetching: true,
         };
-        let link = match Link::new(
-            &self.ice_servers,
-            false,
-            self.relay_only,
-            self.link_callback(key),
-        ) {
+        let link = match self.new_link(false, self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => {
                 self.drive(content, Input::Lost(holder, e.to_string()));
@@ -824,12 +869,7 @@ impl Inner {
             peer: from,
             fetching: false,
         };
-        let link = match Link::new(
-            &self.ice_servers,
-            false,
-            self.relay_only,
-            self.link_callback(key),
-        ) {
+        let link = match self.new_link(false, self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => return log_error("cannot create a connection", &e),
         };
@@ -1147,6 +1187,10 @@ impl Inner {
         let contents: Vec<ContentId> = self.fetches.keys().copied().collect();
         for content in contents {
             self.drive(content, Input::Tick);
+        }
+        if self.ready.is_none() {
+            // E.g. after a failed attempt.
+            self.schedule_ready_offer();
         }
         let stale = now() - SERVE_OPEN_TIMEOUT_MS;
         self.links

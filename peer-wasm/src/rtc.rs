@@ -68,12 +68,14 @@ pub struct Link {
 }
 
 impl Link {
-    /// A new connection using `ice_servers`. The offerer also creates the
-    /// data channel here, so that the offer describes it.
+    /// A new connection using `ice_servers`, on `fresh` if given (an
+    /// unused connection made earlier) or on a new one. The offerer also
+    /// creates the data channel here, so that the offer describes it.
     pub fn new(
         ice_servers: &[IceServer],
         offerer: bool,
         relay_only: bool,
+        fresh: Option<RtcPeerConnection>,
         on_event: OnEvent,
     ) -> Result<Link> {
         let config = RtcConfiguration::new();
@@ -94,7 +96,10 @@ impl Link {
         if relay_only {
             config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
         }
-        let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        let pc = match fresh {
+            Some(pc) if pc.set_configuration_with_configuration(&config).is_ok() => pc,
+            _ => RtcPeerConnection::new_with_configuration(&config)?,
+        };
         let mut link = Link {
             pc,
             channel: None,
