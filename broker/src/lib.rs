@@ -12,6 +12,7 @@
 pub mod config;
 pub mod handlers;
 pub mod metrics;
+pub mod rate;
 pub mod registry;
 pub mod routes;
 pub mod session;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use broker::Config;
@@ -26,9 +27,43 @@ struct Args {
     #[arg(long = "ice-server", env = "BROKER_ICE_SERVERS", value_delimiter = ',')]
     ice_servers: Vec<String>,
 
-    /// Most WebSocket connections open at once.
+    /// Most WebSocket connections open at once; more get HTTP 503.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+
+    /// Most addresses one peer may hold at once.
+    #[arg(long, env = "BROKER_MAX_HOLDINGS", default_value_t = 1024)]
+    max_holdings: usize,
+
+    /// Most addresses one peer may want at once.
+    #[arg(long, env = "BROKER_MAX_WANTS", default_value_t = 256)]
+    max_wants: usize,
+
+    /// Messages queued for one peer; a peer too slow to drain them is
+    /// disconnected.
+    #[arg(long, env = "BROKER_OUTBOX_CAPACITY", default_value_t = 256)]
+    outbox_capacity: usize,
+
+    /// Seconds between pings to each peer (keep below a proxy's read
+    /// timeout, e.g. nginx's 60 s).
+    #[arg(long, env = "BROKER_PING_INTERVAL", default_value_t = 20)]
+    ping_interval: u64,
+
+    /// Seconds of silence (no message, no pong) after which a peer counts
+    /// as gone and is disconnected.
+    #[arg(long, env = "BROKER_IDLE_TIMEOUT", default_value_t = 45)]
+    idle_timeout: u64,
+
+    /// Messages per second one connection may send on average; more are
+    /// refused with a `rate_limited` error.
+    #[arg(long, env = "BROKER_MESSAGE_RATE", default_value_t = 100)]
+    message_rate: u32,
+
+    /// Messages one connection may send at once (re-announcing after a
+    /// reconnect); a peer that keeps sending past as many refusals is
+    /// disconnected.
+    #[arg(long, env = "BROKER_MESSAGE_BURST", default_value_t = 2_000)]
+    message_burst: u32,
 }
 
 #[tokio::main]
@@ -57,7 +92,13 @@ async fn main() -> anyhow::Result<()> {
             }]
         },
         max_connections: args.max_connections,
-        ..Config::default()
+        max_holdings: args.max_holdings,
+        max_wants: args.max_wants,
+        outbox_capacity: args.outbox_capacity,
+        ping_interval: Duration::from_secs(args.ping_interval.max(1)),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        message_rate: args.message_rate,
+        message_burst: args.message_burst,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

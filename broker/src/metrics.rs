@@ -27,11 +27,15 @@ pub struct Metrics {
     pub ready_offers: AtomicU64,
     /// Peers disconnected because their outbound queue was full.
     pub queue_drops: AtomicU64,
+    /// Peers disconnected because they answered no ping in time.
+    pub idle_drops: AtomicU64,
+    /// Peers disconnected for flooding past the message rate limit.
+    pub flood_drops: AtomicU64,
     /// Error replies, by [`ErrorCode`] (index from [`code_index`]).
     errors: [AtomicU64; CODES.len()],
 }
 
-const CODES: [ErrorCode; 8] = [
+const CODES: [ErrorCode; 9] = [
     ErrorCode::BadJson,
     ErrorCode::UnknownType,
     ErrorCode::BadMessage,
@@ -40,6 +44,7 @@ const CODES: [ErrorCode; 8] = [
     ErrorCode::Binary,
     ErrorCode::UnknownPeer,
     ErrorCode::Limit,
+    ErrorCode::RateLimited,
 ];
 
 fn code_index(code: ErrorCode) -> usize {
@@ -111,6 +116,18 @@ impl Metrics {
             "counter",
             "Peers disconnected for a full outbound queue.",
             self.queue_drops.load(Relaxed),
+        );
+        one(
+            "broker_idle_drops_total",
+            "counter",
+            "Peers disconnected for answering no ping in time (dead or half-open).",
+            self.idle_drops.load(Relaxed),
+        );
+        one(
+            "broker_flood_drops_total",
+            "counter",
+            "Peers disconnected for flooding past the message rate limit.",
+            self.flood_drops.load(Relaxed),
         );
         let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
         for code in CODES {

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
@@ -18,6 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 use warp::ws::{Message, WebSocket};
 
+use crate::rate::{RateLimit, Verdict};
 use crate::registry::{Mailbox, Outbound, Registry};
 use crate::State;
 
@@ -25,8 +26,10 @@ use crate::State;
 const CLOSE_RESTART: u16 = 1012;
 /// Close code for "message too big".
 const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for "policy violation" (too slow to keep up).
+/// Close code for "policy violation" (too slow to keep up, flooding).
 const CLOSE_POLICY: u16 = 1008;
+/// Close code for "going away" (dead connection).
+const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Drives one connection until it ends. `want` comes from the upgrade URL
 /// (`/ws?want=<address>`) and saves a round trip when opening a link.
@@ -66,6 +69,11 @@ async fn serve_as<R: Registry>(
                     Outbound::Text(text) => {
                         metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
                         if sink.feed(Message::text(text.as_ref())).await.is_err() {
+                            break 'write;
+                        }
+                    }
+                    Outbound::Ping => {
+                        if sink.feed(Message::ping(Vec::new())).await.is_err() {
                             break 'write;
                         }
                     }
@@ -124,14 +132,45 @@ async fn serve_as<R: Registry>(
         let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
     };
     tokio::pin!(stopping);
+    let config = &state.config;
+    let mut rate = RateLimit::new(config.message_rate, config.message_burst, Instant::now());
+    let mut last_seen = Instant::now();
+    let mut pings = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.ping_interval,
+        config.ping_interval,
+    );
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let close = loop {
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
+                    last_seen = Instant::now();
                     if msg.is_close() {
                         break None;
                     }
-                    session.frame(msg).await;
+                    // Pongs only prove liveness; pings are answered below us.
+                    if msg.is_ping() || msg.is_pong() {
+                        continue;
+                    }
+                    match rate.check(last_seen) {
+                        Verdict::Accept => session.frame(msg).await,
+                        Verdict::Refuse => session.error(
+                            ErrorCode::RateLimited,
+                            format!(
+                                "too many messages: at most {} per second ({} at once); \
+                                 this one was dropped, slow down",
+                                config.message_rate, config.message_burst
+                            ),
+                            None,
+                        ),
+                        Verdict::Disconnect => {
+                            state.metrics.flood_drops.fetch_add(1, Relaxed);
+                            break Some((
+                                CLOSE_POLICY,
+                                "message flood: far over the rate limit; reconnect later".to_owned(),
+                            ));
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "transport error");
@@ -143,6 +182,19 @@ async fn serve_as<R: Registry>(
                 }
                 None => break None,
             },
+            _ = pings.tick() => {
+                let silent = last_seen.elapsed();
+                if silent >= config.idle_timeout {
+                    tracing::debug!(?silent, "no answer to pings; dropping");
+                    state.metrics.idle_drops.fetch_add(1, Relaxed);
+                    break Some((
+                        CLOSE_GOING_AWAY,
+                        format!("no answer to pings for {} s; reconnect", silent.as_secs()),
+                    ));
+                }
+                // A full queue means a slow peer, which the registry kills.
+                let _ = outbox.try_send(Outbound::Ping);
+            }
             _ = kill.notified() => {
                 break Some((CLOSE_POLICY, "too slow: outbound queue full; reconnect".to_owned()));
             }
@@ -210,7 +262,6 @@ impl<R: Registry> Session<R> {
                 None,
             );
         }
-        // Pings are answered by the WebSocket layer; pongs need nothing.
     }
 
     async fn handle(&self, msg: ClientMsg) {

@@ -146,6 +146,7 @@ fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
         match msg {
             Outbound::Text(text) => out.push(serde_json::from_str(&text).unwrap()),
             Outbound::Close(code, reason) => panic!("unexpected close {code} {reason}"),
+            Outbound::Ping => panic!("the registry never pings"),
         }
     }
     out

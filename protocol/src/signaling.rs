@@ -144,6 +144,8 @@ pub enum ErrorCode {
     UnknownPeer,
     /// A per-peer limit was reached.
     Limit,
+    /// Too many messages too fast; the message was dropped.
+    RateLimited,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.

@@ -21,6 +21,8 @@ pub use local::LocalRegistry;
 pub enum Outbound {
     /// A serialized `ServerMsg`, shared when fanned out to many peers.
     Text(Arc<str>),
+    /// A WebSocket ping (liveness check).
+    Ping,
     /// Close the connection with this code and reason.
     Close(u16, String),
 }
