@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use protocol::ContentId;
@@ -18,14 +19,31 @@ use crate::{session, State};
 /// beyond it the connection is closed with 1009 "message too big".
 const HARD_MESSAGE_LIMIT: usize = 1 << 20;
 
-/// Upgrades `/ws[?want=<address>]` to a peer session, within the
-/// connection cap.
+/// Upgrades `/ws[?want=<address>]` to a peer session, for allowed page
+/// origins and within the connection cap.
 pub fn websocket<R: Registry>(
     ws: Ws,
     query: HashMap<String, String>,
+    origin: Option<String>,
+    host: Option<String>,
     state: Arc<State<R>>,
 ) -> warp::reply::Response {
+    if let Some(origin) = origin {
+        if !state.config.origin_allowed(&origin, host.as_deref()) {
+            state.metrics.refused_origin.fetch_add(1, Relaxed);
+            tracing::debug!(%origin, "upgrade refused: origin not allowed");
+            return warp::reply::with_status(
+                format!(
+                    "pages from {origin} may not use this broker: it accepts its own pages \
+                     and those its operator allows (--allow-origin)\n"
+                ),
+                StatusCode::FORBIDDEN,
+            )
+            .into_response();
+        }
+    }
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        state.metrics.refused_capacity.fetch_add(1, Relaxed);
         return warp::reply::with_status(
             "broker is at its connection limit; try again shortly\n",
             StatusCode::SERVICE_UNAVAILABLE,

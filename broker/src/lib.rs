@@ -16,6 +16,7 @@ pub mod rate;
 pub mod registry;
 pub mod routes;
 pub mod session;
+pub mod turn;
 
 use std::future::Future;
 use std::sync::Arc;

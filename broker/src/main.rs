@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use broker::turn::Turn;
 use broker::Config;
 use clap::Parser;
 use protocol::IceServer;
@@ -26,6 +27,37 @@ struct Args {
     /// candidates only, which works on one network.
     #[arg(long = "ice-server", env = "BROKER_ICE_SERVERS", value_delimiter = ',')]
     ice_servers: Vec<String>,
+
+    /// TURN URL whose credentials the broker mints per peer, coturn
+    /// `use-auth-secret` style (repeat, or comma-separate in the environment
+    /// variable). Needs --turn-secret or --turn-secret-file.
+    #[arg(long = "turn-url", env = "BROKER_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+
+    /// Secret shared with the TURN server (coturn `static-auth-secret`).
+    /// Prefer the environment variable or --turn-secret-file: command lines
+    /// are visible to other users.
+    #[arg(long, env = "BROKER_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+
+    /// File holding the TURN secret (surrounding whitespace ignored).
+    #[arg(long, env = "BROKER_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
+    turn_secret_file: Option<PathBuf>,
+
+    /// Seconds a minted TURN credential stays valid.
+    #[arg(long, env = "BROKER_TURN_TTL", default_value_t = 86_400)]
+    turn_ttl: u64,
+
+    /// Page origin allowed to open a broker WebSocket besides the broker's
+    /// own pages, e.g. https://app.example (repeat, or comma-separate in the
+    /// environment variable); `*` allows any. Browsers on other origins get
+    /// HTTP 403. Clients that send no Origin (not browsers) are not affected.
+    #[arg(
+        long = "allow-origin",
+        env = "BROKER_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
 
     /// Most WebSocket connections open at once; more get HTTP 503.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -80,7 +112,9 @@ async fn main() -> anyhow::Result<()> {
     if !args.www.join("index.html").is_file() {
         tracing::warn!(www = %args.www.display(), "no index.html in the www folder; run `just build` first or pass --www");
     }
+    let turn = turn_config(&args)?;
     let config = Config {
+        turn,
         www: args.www,
         ice_servers: if args.ice_servers.is_empty() {
             Vec::new()
@@ -91,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 credential: None,
             }]
         },
+        allowed_origins: args.allowed_origins,
         max_connections: args.max_connections,
         max_holdings: args.max_holdings,
         max_wants: args.max_wants,
@@ -110,6 +145,34 @@ async fn main() -> anyhow::Result<()> {
     broker::run(listener, config, shutdown_signal()).await;
     tracing::info!("broker stopped");
     Ok(())
+}
+
+/// TURN settings from the flags: URLs and a secret go together.
+fn turn_config(args: &Args) -> anyhow::Result<Option<Turn>> {
+    let secret = match (&args.turn_secret, &args.turn_secret_file) {
+        (Some(s), _) => Some(s.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the TURN secret from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    match (args.turn_urls.is_empty(), secret) {
+        (true, None) => Ok(None),
+        (false, Some(secret)) if !secret.is_empty() => Ok(Some(Turn {
+            urls: args.turn_urls.clone(),
+            secret,
+            ttl: Duration::from_secs(args.turn_ttl.max(60)),
+        })),
+        (false, _) => anyhow::bail!(
+            "--turn-url needs a non-empty --turn-secret or --turn-secret-file (coturn's static-auth-secret)"
+        ),
+        (true, Some(_)) => {
+            anyhow::bail!("--turn-secret needs at least one --turn-url to hand to peers")
+        }
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

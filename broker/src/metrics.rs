@@ -27,6 +27,10 @@ pub struct Metrics {
     pub ready_offers: AtomicU64,
     /// Peers disconnected because their outbound queue was full.
     pub queue_drops: AtomicU64,
+    /// WebSocket upgrades refused for an origin not on the allowlist.
+    pub refused_origin: AtomicU64,
+    /// WebSocket upgrades refused at the connection limit.
+    pub refused_capacity: AtomicU64,
     /// Peers disconnected because they answered no ping in time.
     pub idle_drops: AtomicU64,
     /// Peers disconnected for flooding past the message rate limit.
@@ -128,6 +132,15 @@ impl Metrics {
             "counter",
             "Peers disconnected for flooding past the message rate limit.",
             self.flood_drops.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP broker_refused_upgrades_total WebSocket upgrades refused, by reason.\n\
+             # TYPE broker_refused_upgrades_total counter\n\
+             broker_refused_upgrades_total{{reason=\"origin\"}} {}\n\
+             broker_refused_upgrades_total{{reason=\"capacity\"}} {}",
+            self.refused_origin.load(Relaxed),
+            self.refused_capacity.load(Relaxed)
         );
         let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
         for code in CODES {

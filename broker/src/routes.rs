@@ -19,6 +19,8 @@ pub fn routes<R: Registry>(
         .and(warp::path::end())
         .and(warp::ws())
         .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
         .and(with_state(state.clone()))
         .map(handlers::websocket);
     let metrics = warp::path("metrics")

@@ -111,7 +111,7 @@ async fn serve_as<R: Registry>(
         .await;
     session.send(&ServerMsg::Welcome {
         id,
-        ice_servers: state.config.ice_servers.clone(),
+        ice_servers: state.config.ice_servers_for(id),
     });
     match want {
         Some(Ok(content)) => {

@@ -101,3 +101,45 @@ async fn welcome_is_first_even_with_a_want_in_the_url() {
     let mut client = Client::connect(&broker.url(&format!("/ws?want={content}"))).await;
     client.expect_holders(&content, 0).await;
 }
+
+#[tokio::test]
+async fn turn_credentials_are_minted_per_peer_and_the_secret_stays_home() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let secret = "correct horse battery staple";
+    let broker = Broker::start_with(|c| {
+        c.turn = Some(broker::turn::Turn {
+            urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+            secret: secret.into(),
+            ttl: Duration::from_secs(3600),
+        })
+    })
+    .await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (a, b) = (broker.client().await, broker.client().await);
+    let mut usernames = Vec::new();
+    for client in [&a, &b] {
+        let text = client.welcome.to_string();
+        assert!(!text.contains(secret), "the secret left the broker: {text}");
+        let server = &client.welcome["welcome"]["ice_servers"][0];
+        assert_eq!(server["urls"][0], "turn:192.0.2.1:3478?transport=udp");
+        let username = server["username"].as_str().unwrap();
+        let (expiry, peer) = username.split_once(':').unwrap();
+        assert_eq!(peer, client.id, "the username names the peer");
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(
+            (now + 3590..=now + 3610).contains(&expiry),
+            "expiry {expiry} is not an hour from {now}"
+        );
+        let (_, expected) = broker::turn::credentials(
+            secret,
+            client.id.parse().unwrap(),
+            Duration::from_secs(expiry),
+        );
+        assert_eq!(server["credential"], expected.as_str());
+        usernames.push(username.to_owned());
+    }
+    assert_ne!(usernames[0], usernames[1]);
+}
