@@ -22,6 +22,11 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Most WebSocket connections open at once.
     pub max_connections: usize,
+    /// Most WebSocket connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the
+    /// client; such headers from anyone else are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most addresses one peer may hold at once.
     pub max_holdings: usize,
     /// Most addresses one peer may want at once.
@@ -75,6 +80,8 @@ impl Default for Config {
             turn: None,
             allowed_origins: Vec::new(),
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            trusted_proxies: Vec::new(),
             max_holdings: 1024,
             max_wants: 256,
             outbox_capacity: 256,

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use warp::reply::Reply;
 use warp::ws::Ws;
 use warp::Rejection;
 
+use crate::admission::{admit, Refusal};
+use crate::client_addr::client_addr;
 use crate::registry::Registry;
 use crate::{session, State};
 
@@ -21,13 +24,24 @@ const HARD_MESSAGE_LIMIT: usize = 1 << 20;
 
 /// Upgrades `/ws[?want=<address>]` to a peer session, for allowed page
 /// origins and within the connection cap.
+#[allow(clippy::too_many_arguments)] // one per header warp extracts
 pub fn websocket<R: Registry>(
     ws: Ws,
     query: HashMap<String, String>,
     origin: Option<String>,
     host: Option<String>,
+    remote: Option<SocketAddr>,
+    forwarded: Option<String>,
+    x_forwarded_for: Option<String>,
     state: Arc<State<R>>,
 ) -> warp::reply::Response {
+    let peer = remote.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
+    let client = client_addr(
+        peer,
+        forwarded.as_deref(),
+        x_forwarded_for.as_deref(),
+        &state.config.trusted_proxies,
+    );
     if let Some(origin) = origin {
         if !state.config.origin_allowed(&origin, host.as_deref()) {
             state.metrics.refused_origin.fetch_add(1, Relaxed);
@@ -42,20 +56,40 @@ pub fn websocket<R: Registry>(
             .into_response();
         }
     }
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        state.metrics.refused_capacity.fetch_add(1, Relaxed);
-        return warp::reply::with_status(
-            "broker is at its connection limit; try again shortly\n",
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response();
+    let admission = match admit(
+        &state.connections,
+        &state.per_address,
+        client,
+        state.config.max_connections_per_address,
+    ) {
+        Ok(a) => a,
+        Err(Refusal::Full) => {
+            state.metrics.refused_capacity.fetch_add(1, Relaxed);
+            return warp::reply::with_status(
+                "broker is at its connection limit; try again shortly\n",
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response();
+        }
+        Err(Refusal::TooManyFrom(ip, max)) => {
+            state.metrics.refused_per_address.fetch_add(1, Relaxed);
+            tracing::debug!(%ip, "upgrade refused: per-address limit");
+            return warp::reply::with_status(
+                format!(
+                    "{ip} already has {max} broker connections open, the most one address may; \
+                     close some pages and try again\n"
+                ),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .into_response();
+        }
     };
     let want = query
         .get("want")
         .map(|s| s.parse::<ContentId>().map_err(|e| e.to_string()));
     ws.max_message_size(HARD_MESSAGE_LIMIT)
         .max_frame_size(HARD_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| session::serve(socket, state, want, permit))
+        .on_upgrade(move |socket| session::serve(socket, state, want, admission))
         .into_response()
 }
 

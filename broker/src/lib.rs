@@ -9,6 +9,8 @@
 //! [`run`] serves everything on a bound listener until `shutdown` resolves;
 //! `main.rs` only parses flags and calls it.
 
+pub mod admission;
+pub mod client_addr;
 pub mod config;
 pub mod handlers;
 pub mod metrics;
@@ -40,6 +42,8 @@ pub struct State<R> {
     pub shutdown: watch::Receiver<bool>,
     /// One permit per open WebSocket: the connection cap.
     pub connections: Arc<Semaphore>,
+    /// Open WebSockets per client address.
+    pub per_address: Arc<admission::PerAddress>,
 }
 
 /// Serves the broker on `listener` with the in-process registry until
@@ -73,6 +77,7 @@ pub async fn run_with<R: Registry>(
     let state = Arc::new(State {
         registry,
         connections: Arc::new(Semaphore::new(config.max_connections)),
+        per_address: Arc::default(),
         config,
         metrics,
         shutdown: stop_rx,

@@ -63,6 +63,22 @@ struct Args {
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
 
+    /// Most WebSocket connections open at once from one client address;
+    /// more get HTTP 429.
+    #[arg(
+        long,
+        env = "BROKER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
+
+    /// Proxy address or network (e.g. 127.0.0.1 or 10.0.0.0/8) whose
+    /// Forwarded / X-Forwarded-For headers give the client address for logs
+    /// and limits (repeat, or comma-separate in the environment variable).
+    /// Those headers from anyone else are ignored.
+    #[arg(long = "trusted-proxy", env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Most addresses one peer may hold at once.
     #[arg(long, env = "BROKER_MAX_HOLDINGS", default_value_t = 1024)]
     max_holdings: usize,
@@ -127,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
         },
         allowed_origins: args.allowed_origins,
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
+        trusted_proxies: args.trusted_proxies.clone(),
         max_holdings: args.max_holdings,
         max_wants: args.max_wants,
         outbox_capacity: args.outbox_capacity,
@@ -145,6 +163,13 @@ async fn main() -> anyhow::Result<()> {
     broker::run(listener, config, shutdown_signal()).await;
     tracing::info!("broker stopped");
     Ok(())
+}
+
+/// An address (a /32 or /128 network) or a network in CIDR notation.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR network like 10.0.0.0/8"))
 }
 
 /// TURN settings from the flags: URLs and a secret go together.

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub refused_origin: AtomicU64,
     /// WebSocket upgrades refused at the connection limit.
     pub refused_capacity: AtomicU64,
+    /// WebSocket upgrades refused at the per-address connection limit.
+    pub refused_per_address: AtomicU64,
     /// Peers disconnected because they answered no ping in time.
     pub idle_drops: AtomicU64,
     /// Peers disconnected for flooding past the message rate limit.
@@ -138,9 +140,11 @@ impl Metrics {
             "# HELP broker_refused_upgrades_total WebSocket upgrades refused, by reason.\n\
              # TYPE broker_refused_upgrades_total counter\n\
              broker_refused_upgrades_total{{reason=\"origin\"}} {}\n\
-             broker_refused_upgrades_total{{reason=\"capacity\"}} {}",
+             broker_refused_upgrades_total{{reason=\"capacity\"}} {}\n\
+             broker_refused_upgrades_total{{reason=\"per_address\"}} {}",
             self.refused_origin.load(Relaxed),
-            self.refused_capacity.load(Relaxed)
+            self.refused_capacity.load(Relaxed),
+            self.refused_per_address.load(Relaxed)
         );
         let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
         for code in CODES {

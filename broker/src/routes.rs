@@ -21,6 +21,9 @@ pub fn routes<R: Registry>(
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
+        .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("forwarded"))
+        .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(with_state(state.clone()))
         .map(handlers::websocket);
     let metrics = warp::path("metrics")

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tracing::Instrument;
 use uuid::Uuid;
 use warp::ws::{Message, WebSocket};
 
+use crate::admission::Admission;
 use crate::rate::{RateLimit, Verdict};
 use crate::registry::{Mailbox, Outbound, Registry};
 use crate::State;
@@ -37,11 +38,13 @@ pub async fn serve<R: Registry>(
     ws: WebSocket,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
 ) {
     let id = PeerId(Uuid::new_v4());
-    let span = tracing::info_span!("peer", %id);
-    serve_as(id, ws, state, want, permit).instrument(span).await
+    let span = tracing::info_span!("peer", %id, client = %admission.client);
+    serve_as(id, ws, state, want, admission)
+        .instrument(span)
+        .await
 }
 
 async fn serve_as<R: Registry>(
@@ -49,7 +52,7 @@ async fn serve_as<R: Registry>(
     ws: WebSocket,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
 ) {
     state.metrics.peers.fetch_add(1, Relaxed);
     tracing::debug!("connected");
@@ -213,7 +216,7 @@ async fn serve_as<R: Registry>(
     drop(session);
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    drop(permit);
+    drop(admission);
     tracing::debug!("disconnected");
 }
 
