@@ -37,9 +37,14 @@ pub struct Metrics {
     pub idle_drops: AtomicU64,
     /// Peers disconnected for flooding past the message rate limit.
     pub flood_drops: AtomicU64,
+    /// Messages handled, by type (index from [`MESSAGE_TYPES`]).
+    messages: [AtomicU64; MESSAGE_TYPES.len()],
     /// Error replies, by [`ErrorCode`] (index from [`code_index`]).
     errors: [AtomicU64; CODES.len()],
 }
+
+/// Client message types, as named on the wire.
+pub const MESSAGE_TYPES: [&str; 6] = ["signal", "hold", "release", "want", "unwant", "ready"];
 
 const CODES: [ErrorCode; 9] = [
     ErrorCode::BadJson,
@@ -61,6 +66,14 @@ fn code_index(code: ErrorCode) -> usize {
 }
 
 impl Metrics {
+    /// Counts one well-formed client message of type `kind` (one of
+    /// [`MESSAGE_TYPES`]).
+    pub fn message(&self, kind: &str) {
+        if let Some(i) = MESSAGE_TYPES.iter().position(|t| *t == kind) {
+            self.messages[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Counts one error reply.
     pub fn error(&self, code: ErrorCode) {
         self.errors[code_index(code)].fetch_add(1, Relaxed);
@@ -146,6 +159,18 @@ impl Metrics {
             self.refused_capacity.load(Relaxed),
             self.refused_per_address.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP broker_messages_total Client messages handled, by type.\n\
+             # TYPE broker_messages_total counter"
+        );
+        for (kind, n) in MESSAGE_TYPES.iter().zip(&self.messages) {
+            let _ = writeln!(
+                out,
+                "broker_messages_total{{type=\"{kind}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let _ = writeln!(out, "# HELP broker_errors_total Error replies by reason.\n# TYPE broker_errors_total counter");
         for code in CODES {
             let name = serde_json::to_value(code)

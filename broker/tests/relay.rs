@@ -69,6 +69,16 @@ async fn offer_answer_and_candidates_arrive_verbatim() {
     wanter.expect_nothing(QUIET).await;
     holder.expect_nothing(QUIET).await;
     assert_eq!(broker.metric("broker_relayed_total").await, 10);
+    assert_eq!(
+        broker
+            .metric("broker_messages_total{type=\"signal\"}")
+            .await,
+        10
+    );
+    assert_eq!(
+        broker.metric("broker_messages_total{type=\"hold\"}").await,
+        0
+    );
 }
 
 #[tokio::test]
