@@ -620,8 +620,18 @@ impl Inner {
 
     // ----- ready offers -----
 
+    /// Whether a ready offer should be made now: we hold something, are
+    /// connected, have none, and did not just fail to make one.
+    fn needs_ready_offer(&self) -> bool {
+        !self.closed
+            && self.ready.is_none()
+            && !self.held.is_empty()
+            && self.id.is_some()
+            && now() - self.ready_failed_at >= READY_RETRY_MS
+    }
+
     fn schedule_ready_offer(&mut self) {
-        if self.ready.is_none() && self.ready_timer.is_none() && !self.closed {
+        if self.ready_timer.is_none() && self.needs_ready_offer() {
             let weak = self.me.clone();
             self.ready_timer = Some(Timeout::new(READY_DELAY_MS, move || {
                 with_inner(&weak, |i| {
@@ -635,12 +645,7 @@ impl Inner {
     /// Makes an offer in advance, while we hold something, so the next
     /// wanter can answer it at once instead of making its own.
     fn prepare_ready_offer(&mut self) {
-        if self.closed
-            || self.ready.is_some()
-            || self.held.is_empty()
-            || self.id.is_none()
-            || now() - self.ready_failed_at < READY_RETRY_MS
-        {
+        if !self.needs_ready_offer() {
             return;
         }
         let target: Rc<Cell<Option<LinkKey>>> = Rc::default();
@@ -752,15 +757,16 @@ impl Inner {
         Rc::new(move |ev: LinkEvent| with_inner(&weak, move |i| i.on_link_event(key, ev)))
     }
 
+    /// Connects to `holder` for `content`: answering the holder's ready
+    /// offer if we have it (the first request rides on the answer, and the
+    /// holder sends as soon as the channel opens), else making an offer.
     fn open_fetch_link(&mut self, content: ContentId, holder: PeerId) {
-        if let Some(offer) = self.offers_in_hand.remove(&holder) {
-            return self.answer_ready_offer(content, holder, offer);
-        }
         let key = LinkKey {
             peer: holder,
             fetching: true,
         };
-        let link = match self.new_link(true, self.link_callback(key)) {
+        let ready_offer = self.offers_in_hand.remove(&holder);
+        let link = match self.new_link(ready_offer.is_none(), self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => {
                 self.drive(content, Input::Lost(holder, e.to_string()));
@@ -770,6 +776,17 @@ impl Inner {
         let pc = link.pc.clone();
         self.links
             .insert(key, Peering::new(link, Role::Fetch(content)));
+        if let Some(offer) = ready_offer {
+            let request = self
+                .fetches
+                .get_mut(&content)
+                .and_then(|f| f.download.request_ahead(holder, now() as u64));
+            self.answer(key, pc, offer, move |sdp| PeerSignal::ReadyAnswer {
+                sdp,
+                request,
+            });
+            return;
+        }
         let weak = self.me.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let result = Link::offer(pc.clone()).await;
@@ -785,33 +802,6 @@ impl Inner {
                     Err(e) => i.on_link_lost(key, format!("could not make an offer: {e}")),
                 }
             });
-        });
-    }
-
-    /// Answers a holder's ready offer; the first request rides on the
-    /// answer, and the holder sends as soon as the channel opens.
-    fn answer_ready_offer(&mut self, content: ContentId, holder: PeerId, offer: String) {
-        let key = LinkKey {
-            peer: holder,
-            fetching: true,
-        };
-        let link = match self.new_link(false, self.link_callback(key)) {
-            Ok(link) => link,
-            Err(e) => {
-                self.drive(content, Input::Lost(holder, e.to_string()));
-                return;
-            }
-        };
-        let pc = link.pc.clone();
-        self.links
-            .insert(key, Peering::new(link, Role::Fetch(content)));
-        let request = self
-            .fetches
-            .get_mut(&content)
-            .and_then(|f| f.download.request_ahead(holder, now() as u64));
-        self.answer(key, pc, offer, move |sdp| PeerSignal::ReadyAnswer {
-            sdp,
-            request,
         });
     }
 
@@ -1188,10 +1178,8 @@ impl Inner {
         for content in contents {
             self.drive(content, Input::Tick);
         }
-        if self.ready.is_none() {
-            // E.g. after a failed attempt.
-            self.schedule_ready_offer();
-        }
+        // E.g. after a failed attempt.
+        self.schedule_ready_offer();
         let stale = now() - SERVE_OPEN_TIMEOUT_MS;
         self.links
             .retain(|k, p| k.fetching || p.link.is_open() || p.created > stale);
