@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use protocol::ErrorCode;
+use protocol::{ClientMsg, ErrorCode};
 
 /// Broker-wide counters.
 #[derive(Default)]
@@ -37,14 +37,11 @@ pub struct Metrics {
     pub idle_drops: AtomicU64,
     /// Peers disconnected for flooding past the message rate limit.
     pub flood_drops: AtomicU64,
-    /// Messages handled, by type (index from [`MESSAGE_TYPES`]).
-    messages: [AtomicU64; MESSAGE_TYPES.len()],
+    /// Messages handled, by type (index into [`ClientMsg::KINDS`]).
+    messages: [AtomicU64; ClientMsg::KINDS.len()],
     /// Error replies, by [`ErrorCode`] (index from [`code_index`]).
     errors: [AtomicU64; CODES.len()],
 }
-
-/// Client message types, as named on the wire.
-pub const MESSAGE_TYPES: [&str; 6] = ["signal", "hold", "release", "want", "unwant", "ready"];
 
 const CODES: [ErrorCode; 9] = [
     ErrorCode::BadJson,
@@ -66,10 +63,9 @@ fn code_index(code: ErrorCode) -> usize {
 }
 
 impl Metrics {
-    /// Counts one well-formed client message of type `kind` (one of
-    /// [`MESSAGE_TYPES`]).
-    pub fn message(&self, kind: &str) {
-        if let Some(i) = MESSAGE_TYPES.iter().position(|t| *t == kind) {
+    /// Counts one well-formed client message.
+    pub fn message(&self, msg: &ClientMsg) {
+        if let Some(i) = ClientMsg::KINDS.iter().position(|k| *k == msg.kind()) {
             self.messages[i].fetch_add(1, Relaxed);
         }
     }
@@ -164,7 +160,7 @@ impl Metrics {
             "# HELP broker_messages_total Client messages handled, by type.\n\
              # TYPE broker_messages_total counter"
         );
-        for (kind, n) in MESSAGE_TYPES.iter().zip(&self.messages) {
+        for (kind, n) in ClientMsg::KINDS.iter().zip(&self.messages) {
             let _ = writeln!(
                 out,
                 "broker_messages_total{{type=\"{kind}\"}} {}",

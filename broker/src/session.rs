@@ -268,14 +268,7 @@ impl<R: Registry> Session<R> {
     }
 
     async fn handle(&self, msg: ClientMsg) {
-        self.state.metrics.message(match &msg {
-            ClientMsg::Signal { .. } => "signal",
-            ClientMsg::Hold { .. } => "hold",
-            ClientMsg::Release { .. } => "release",
-            ClientMsg::Want { .. } => "want",
-            ClientMsg::Unwant { .. } => "unwant",
-            ClientMsg::Ready { .. } => "ready",
-        });
+        self.state.metrics.message(&msg);
         let registry = &self.state.registry;
         let result = match msg {
             ClientMsg::Signal { to, data } => {

@@ -66,6 +66,23 @@ pub enum ClientMsg {
     },
 }
 
+impl ClientMsg {
+    /// Every message type, as named on the wire.
+    pub const KINDS: [&'static str; 6] = ["signal", "hold", "release", "want", "unwant", "ready"];
+
+    /// This message's type, as named on the wire (one of [`Self::KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Signal { .. } => "signal",
+            ClientMsg::Hold { .. } => "hold",
+            ClientMsg::Release { .. } => "release",
+            ClientMsg::Want { .. } => "want",
+            ClientMsg::Unwant { .. } => "unwant",
+            ClientMsg::Ready { .. } => "ready",
+        }
+    }
+}
+
 /// Broker -> client.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,15 +209,18 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
             .map(|m| m.len())
             .ok();
         let (code, hint) = if !is_json {
-            (ErrorCode::BadJson, "not valid JSON")
+            (ErrorCode::BadJson, "not valid JSON".to_owned())
         } else if keys.is_some_and(|n| n > 1) {
-            (ErrorCode::BadMessage, "a message is a JSON object with exactly one key, its type")
+            (ErrorCode::BadMessage, "a message is a JSON object with exactly one key, its type".to_owned())
         } else if detail.contains("unknown variant") || detail.contains("expected enum") || detail.contains("expected value") {
-            (ErrorCode::UnknownType, "unknown message type; expected one of signal, hold, release, want, unwant, ready, e.g. {\"want\":{\"content\":\"<address>\"}}")
+            (ErrorCode::UnknownType, format!(
+                "unknown message type; expected one of {}, e.g. {{\"want\":{{\"content\":\"<address>\"}}}}",
+                ClientMsg::KINDS.join(", ")
+            ))
         } else if detail.contains("malformed address") {
-            (ErrorCode::BadAddress, "bad content address")
+            (ErrorCode::BadAddress, "bad content address".to_owned())
         } else {
-            (ErrorCode::BadMessage, "malformed message")
+            (ErrorCode::BadMessage, "malformed message".to_owned())
         };
         DecodeError {
             code,
@@ -290,7 +310,8 @@ mod tests {
             format!(r#"{{"unwant":{{"content":"{addr}"}}}}"#),
             r#"{"ready":{"data":{"kind":"ready","sdp":"v=0"}}}"#.to_owned(),
         ] {
-            decode_client(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let msg = decode_client(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(text.starts_with(&format!("{{\"{}\"", msg.kind())), "{text}");
         }
     }
 
@@ -330,7 +351,13 @@ mod tests {
     #[test]
     fn error_messages_say_what_to_do() {
         let e = decode_client(r#"{"teleport":{}}"#).unwrap_err();
-        assert!(e.message.contains("expected one of"), "{}", e.message);
+        assert!(
+            e.message.contains(
+                "expected one of signal, hold, release, want, unwant, ready, e.g. {\"want\""
+            ),
+            "{}",
+            e.message
+        );
         let e = decode_client(r#"{"want":{"content":"abc"}}"#).unwrap_err();
         assert!(e.message.contains("64 lowercase hex"), "{}", e.message);
     }
