@@ -16,41 +16,6 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-/// Lets a test keep a handle on the registry a running broker uses.
-struct Shared(Arc<LocalRegistry>);
-
-impl Registry for Shared {
-    async fn connect(&self, peer: PeerId, mailbox: Mailbox) {
-        self.0.connect(peer, mailbox).await
-    }
-    async fn disconnect(&self, peer: PeerId) {
-        self.0.disconnect(peer).await
-    }
-    async fn publish(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
-        self.0.publish(to, text).await
-    }
-    async fn hold(&self, peer: PeerId, content: ContentId) -> Result<(), RegistryError> {
-        self.0.hold(peer, content).await
-    }
-    async fn release(&self, peer: PeerId, content: ContentId) {
-        self.0.release(peer, content).await
-    }
-    async fn want(
-        &self,
-        peer: PeerId,
-        content: ContentId,
-        holders: u8,
-    ) -> Result<(), RegistryError> {
-        self.0.want(peer, content, holders).await
-    }
-    async fn unwant(&self, peer: PeerId, content: ContentId) {
-        self.0.unwant(peer, content).await
-    }
-    async fn ready(&self, peer: PeerId, offer: Box<serde_json::value::RawValue>) {
-        self.0.ready(peer, offer).await
-    }
-}
-
 /// Two holders (one of two addresses), a wanter of each (one via the URL),
 /// everybody connected and settled. Returns them and the addresses.
 async fn populate(broker: &Broker) -> (Vec<common::Client>, String, String) {
@@ -105,7 +70,7 @@ async fn metrics_return_to_zero_after_everyone_leaves() {
 async fn the_registry_is_empty_after_everyone_disconnects() {
     let metrics = Arc::new(Metrics::default());
     let registry = Arc::new(LocalRegistry::new(metrics.clone()));
-    let broker = Broker::start_with_registry(Shared(registry.clone()), metrics.clone()).await;
+    let broker = Broker::start_with_registry(registry.clone(), metrics.clone()).await;
     let (clients, x, y) = populate(&broker).await;
     let x: ContentId = x.parse().unwrap();
     let y: ContentId = y.parse().unwrap();

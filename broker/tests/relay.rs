@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fresh_address, hold, release, signal, want, Broker, QUIET};
+use common::{fresh_address, hold, release, signal, want, Broker, Client, QUIET};
 use serde_json::{json, Value};
 
 /// Sends `data` (raw JSON text, sent byte for byte) from `from` to `to` and
@@ -169,20 +169,25 @@ async fn signal_to_an_unknown_peer_names_it() {
     client.assert_usable().await;
 }
 
+/// A wanter introduced to a holder of fresh content; returns the wanter,
+/// the holder and the content. When the holder leaves, the wanter's count
+/// drops to 0 exactly when the broker has forgotten the holder.
+async fn introduced_pair(broker: &Broker) -> (Client, Client, String) {
+    let mut sender = broker.client().await;
+    let content = fresh_address();
+    let mut holder = broker.client().await;
+    holder.send_json(&hold(&content)).await;
+    holder.expect_holders(&content, 1).await;
+    sender.send_json(&want(&content)).await;
+    sender.expect_holders(&content, 1).await;
+    assert_eq!(sender.expect_introduce(&content).await, holder.id);
+    (sender, holder, content)
+}
+
 #[tokio::test]
 async fn signal_to_a_departed_peer_is_unknown_peer() {
     let broker = Broker::start().await;
-    let mut sender = broker.client().await;
-    let content = fresh_address();
-
-    // The departing peer holds content the sender wants, so the sender learns
-    // (count 0) exactly when the broker has forgotten the departed peer.
-    let mut gone = broker.client().await;
-    gone.send_json(&hold(&content)).await;
-    gone.expect_holders(&content, 1).await;
-    sender.send_json(&want(&content)).await;
-    sender.expect_holders(&content, 1).await;
-    assert_eq!(sender.expect_introduce(&content).await, gone.id);
+    let (mut sender, gone, content) = introduced_pair(&broker).await;
     let gone_id = gone.id.clone();
     gone.close().await;
     sender.expect_holders(&content, 0).await;
@@ -198,14 +203,7 @@ async fn signal_to_a_departed_peer_is_unknown_peer() {
 #[tokio::test]
 async fn signal_to_a_peer_whose_connection_dropped_is_unknown_peer() {
     let broker = Broker::start().await;
-    let mut sender = broker.client().await;
-    let content = fresh_address();
-    let mut gone = broker.client().await;
-    gone.send_json(&hold(&content)).await;
-    gone.expect_holders(&content, 1).await;
-    sender.send_json(&want(&content)).await;
-    sender.expect_holders(&content, 1).await;
-    sender.expect_introduce(&content).await;
+    let (mut sender, gone, content) = introduced_pair(&broker).await;
     let gone_id = gone.id.clone();
     // No close handshake: the TCP connection just goes away.
     gone.drop_connection();

@@ -99,3 +99,52 @@ pub trait Registry: Send + Sync + 'static {
     /// told who took it.
     fn ready(&self, peer: PeerId, offer: Box<RawValue>) -> impl Future<Output = ()> + Send;
 }
+
+/// A registry shared with its owner, e.g. a test that inspects it while a
+/// broker runs on it.
+impl<R: Registry> Registry for Arc<R> {
+    fn connect(&self, peer: PeerId, mailbox: Mailbox) -> impl Future<Output = ()> + Send {
+        R::connect(self, peer, mailbox)
+    }
+
+    fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send {
+        R::disconnect(self, peer)
+    }
+
+    fn publish(
+        &self,
+        to: PeerId,
+        text: Arc<str>,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send {
+        R::publish(self, to, text)
+    }
+
+    fn hold(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send {
+        R::hold(self, peer, content)
+    }
+
+    fn release(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send {
+        R::release(self, peer, content)
+    }
+
+    fn want(
+        &self,
+        peer: PeerId,
+        content: ContentId,
+        holders: u8,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send {
+        R::want(self, peer, content, holders)
+    }
+
+    fn unwant(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send {
+        R::unwant(self, peer, content)
+    }
+
+    fn ready(&self, peer: PeerId, offer: Box<RawValue>) -> impl Future<Output = ()> + Send {
+        R::ready(self, peer, offer)
+    }
+}

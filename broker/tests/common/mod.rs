@@ -43,6 +43,9 @@ pub struct Broker {
     task: Option<JoinHandle<()>>,
 }
 
+/// Resolves when the test broker should stop.
+type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl Broker {
     /// A broker with the default config (and a fresh www folder).
     pub async fn start() -> Broker {
@@ -51,35 +54,39 @@ impl Broker {
 
     /// A broker with the default config adjusted by `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Broker {
-        let (config, www) = config(tweak);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(broker::run(listener, config, async move {
-            let _ = stopped.await;
-        }));
-        Broker {
-            addr,
-            www,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::launch(tweak, broker::run).await
     }
 
     /// A broker with the default config and the given registry.
     pub async fn start_with_registry<R: Registry>(registry: R, metrics: Arc<Metrics>) -> Broker {
-        let (config, www) = config(|_| {});
+        Self::launch(
+            |_| {},
+            move |listener, config, stopped| {
+                broker::run_with(listener, config, registry, metrics, stopped)
+            },
+        )
+        .await
+    }
+
+    /// Binds port 0 and spawns `run` on it with the adjusted default config,
+    /// stopping when the returned `Broker` shuts down or is dropped.
+    async fn launch<F>(
+        tweak: impl FnOnce(&mut Config),
+        run: impl FnOnce(TcpListener, Config, StopSignal) -> F,
+    ) -> Broker
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (config, www) = config(tweak);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(broker::run_with(
+        let task = tokio::spawn(run(
             listener,
             config,
-            registry,
-            metrics,
-            async move {
+            Box::pin(async move {
                 let _ = stopped.await;
-            },
+            }),
         ));
         Broker {
             addr,
