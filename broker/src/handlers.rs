@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use warp::ws::Ws;
 use warp::Rejection;
 
 use crate::admission::{admit, Refusal};
-use crate::client_addr::client_addr;
 use crate::registry::Registry;
 use crate::{session, State};
 
@@ -24,24 +23,14 @@ const HARD_MESSAGE_LIMIT: usize = 1 << 20;
 
 /// Upgrades `/ws[?want=<address>]` to a peer session, for allowed page
 /// origins and within the connection cap.
-#[allow(clippy::too_many_arguments)] // one per header warp extracts
 pub fn websocket<R: Registry>(
     ws: Ws,
     query: HashMap<String, String>,
     origin: Option<String>,
     host: Option<String>,
-    remote: Option<SocketAddr>,
-    forwarded: Option<String>,
-    x_forwarded_for: Option<String>,
+    client: IpAddr,
     state: Arc<State<R>>,
 ) -> warp::reply::Response {
-    let peer = remote.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
-    let client = client_addr(
-        peer,
-        forwarded.as_deref(),
-        x_forwarded_for.as_deref(),
-        &state.config.trusted_proxies,
-    );
     if let Some(origin) = origin {
         if !state.config.origin_allowed(&origin, host.as_deref()) {
             state.metrics.refused_origin.fetch_add(1, Relaxed);

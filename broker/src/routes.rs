@@ -2,10 +2,14 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use warp::Filter;
 
+use ipnet::IpNet;
+
+use crate::client_addr::client_addr;
 use crate::handlers;
 use crate::registry::Registry;
 use crate::State;
@@ -21,9 +25,7 @@ pub fn routes<R: Registry>(
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
-        .and(warp::addr::remote())
-        .and(warp::header::optional::<String>("forwarded"))
-        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .and(client_address(state.config.trusted_proxies.clone()))
         .and(with_state(state.clone()))
         .map(handlers::websocket);
     let metrics = warp::path("metrics")
@@ -53,6 +55,22 @@ pub fn routes<R: Registry>(
         .with(warp::log::custom(|info| {
             tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
         }))
+}
+
+/// The client's address: the TCP peer, or whom a trusted proxy forwards for
+/// (see [`client_addr`]).
+fn client_address(
+    trusted: Vec<IpNet>,
+) -> impl Filter<Extract = (IpAddr,), Error = warp::Rejection> + Clone {
+    warp::addr::remote()
+        .and(warp::header::optional::<String>("forwarded"))
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .map(
+            move |remote: Option<SocketAddr>, forwarded: Option<String>, xff: Option<String>| {
+                let peer = remote.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
+                client_addr(peer, forwarded.as_deref(), xff.as_deref(), &trusted)
+            },
+        )
 }
 
 fn with_state<R: Registry>(

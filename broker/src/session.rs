@@ -20,7 +20,7 @@ use warp::ws::{Message, WebSocket};
 
 use crate::admission::Admission;
 use crate::rate::{RateLimit, Verdict};
-use crate::registry::{Mailbox, Outbound, Registry};
+use crate::registry::{encode, Mailbox, Outbound, Registry};
 use crate::State;
 
 /// Close code for "the broker is restarting, reconnect".
@@ -229,9 +229,7 @@ struct Session<R> {
 
 impl<R: Registry> Session<R> {
     fn send(&self, msg: &ServerMsg) {
-        let text: Arc<str> = serde_json::to_string(msg)
-            .expect("server messages serialize")
-            .into();
+        let text = encode(msg);
         // Replies to this peer go through the same bounded queue; if it is
         // full the registry's kill ends the session anyway.
         let _ = self.outbox.try_send(Outbound::Text(text));
@@ -279,12 +277,11 @@ impl<R: Registry> Session<R> {
                         Some(to),
                     );
                 }
-                let text = serde_json::to_string(&ServerMsg::Signal {
+                let text = encode(&ServerMsg::Signal {
                     from: self.id,
                     data,
-                })
-                .expect("server messages serialize");
-                let result = registry.publish(to, text.into()).await;
+                });
+                let result = registry.publish(to, text).await;
                 if result.is_ok() {
                     self.state.metrics.relayed.fetch_add(1, Relaxed);
                 }

@@ -8,7 +8,7 @@ use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Mailbox, Outbound, Registry, RegistryError};
+use super::{encode, Mailbox, Outbound, Registry, RegistryError};
 use crate::metrics::Metrics;
 
 /// Default per-peer limits; see [`LocalRegistry::with_limits`].
@@ -66,12 +66,6 @@ impl PeerContent {
 /// Messages decided under the index lock. Delivery never blocks (a full
 /// queue kills the slow peer instead), so it happens before unlocking.
 type Deliveries = Vec<(PeerId, Arc<str>)>;
-
-fn encode(msg: &ServerMsg) -> Arc<str> {
-    serde_json::to_string(msg)
-        .expect("server messages serialize")
-        .into()
-}
 
 impl LocalRegistry {
     /// An empty registry with default limits.

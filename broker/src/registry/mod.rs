@@ -10,7 +10,7 @@ mod local;
 use std::future::Future;
 use std::sync::Arc;
 
-use protocol::{ContentId, ErrorCode, PeerId};
+use protocol::{ContentId, ErrorCode, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
 
@@ -25,6 +25,13 @@ pub enum Outbound {
     Ping,
     /// Close the connection with this code and reason.
     Close(u16, String),
+}
+
+/// A server message as the text frame every outbox carries.
+pub fn encode(msg: &ServerMsg) -> Arc<str> {
+    serde_json::to_string(msg)
+        .expect("server messages serialize")
+        .into()
 }
 
 /// How the registry reaches one connected peer.
