@@ -3,26 +3,9 @@
 mod common;
 
 use common::Broker;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens `/ws` claiming to come through a proxy for `forwarded_for`;
-/// the socket, or the refusal's status and body.
-async fn open_as(broker: &Broker, forwarded_for: &str) -> Result<Ws, (u16, String)> {
-    let mut req = broker.url("/ws").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(res)) => Err((
-            res.status().as_u16(),
-            String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
-        )),
-        Err(e) => panic!("upgrade: {e}"),
-    }
+/// Opens `/ws` claiming to come through a proxy for `forwarded_for`.
+async fn open_as(broker: &Broker, forwarded_for: &str) -> Result<common::Ws, (u16, String)> {
+    broker.upgrade_with("x-forwarded-for", forwarded_for).await
 }
 
 #[tokio::test]

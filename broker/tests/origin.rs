@@ -3,21 +3,12 @@
 mod common;
 
 use common::Broker;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
-
 /// Tries an upgrade with this Origin; returns the HTTP status (101 when
 /// the upgrade went through) and the refusal's body.
 async fn upgrade_from(broker: &Broker, origin: &str) -> (u16, String) {
-    let mut req = broker.url("/ws").into_client_request().unwrap();
-    req.headers_mut().insert("origin", origin.parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((_, res)) => (res.status().as_u16(), String::new()),
-        Err(WsError::Http(res)) => (
-            res.status().as_u16(),
-            String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
-        ),
-        Err(e) => panic!("upgrade from {origin}: {e}"),
+    match broker.upgrade_with("origin", origin).await {
+        Ok(_) => (101, String::new()),
+        Err(refusal) => refusal,
     }
 }
 

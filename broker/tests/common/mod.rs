@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
@@ -93,6 +94,25 @@ impl Broker {
             www,
             stop: Some(stop),
             task: Some(task),
+        }
+    }
+
+    /// Opens `/ws` with one extra request header (e.g. `origin`); the
+    /// socket, or the refusal's HTTP status and body.
+    pub async fn upgrade_with(
+        &self,
+        header: &'static str,
+        value: &str,
+    ) -> Result<Ws, (u16, String)> {
+        let mut req = self.url("/ws").into_client_request().unwrap();
+        req.headers_mut().insert(header, value.parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(WsError::Http(res)) => Err((
+                res.status().as_u16(),
+                String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
+            )),
+            Err(e) => panic!("upgrade with {header}: {value}: {e}"),
         }
     }
 
