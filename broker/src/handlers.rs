@@ -9,11 +9,11 @@ use std::sync::Arc;
 use protocol::ContentId;
 use warp::http::StatusCode;
 use warp::reply::Reply;
-use warp::ws::Ws;
 use warp::Rejection;
 
 use crate::admission::{admit, Refusal};
 use crate::registry::Registry;
+use crate::upgrade::{NotUpgrade, WsUpgrade};
 use crate::{session, State};
 
 /// Largest WebSocket message read at all. Anything between the protocol's
@@ -24,7 +24,7 @@ const HARD_MESSAGE_LIMIT: usize = 1 << 20;
 /// Upgrades `/ws[?want=<address>]` to a peer session, for allowed page
 /// origins and within the connection cap.
 pub fn websocket<R: Registry>(
-    ws: Ws,
+    ws: WsUpgrade,
     query: HashMap<String, String>,
     origin: Option<String>,
     host: Option<String>,
@@ -76,10 +76,9 @@ pub fn websocket<R: Registry>(
     let want = query
         .get("want")
         .map(|s| s.parse::<ContentId>().map_err(|e| e.to_string()));
-    ws.max_message_size(HARD_MESSAGE_LIMIT)
-        .max_frame_size(HARD_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| session::serve(socket, state, want, admission))
-        .into_response()
+    ws.accept(HARD_MESSAGE_LIMIT, move |socket| {
+        session::serve(socket, state, want, admission)
+    })
 }
 
 /// `/metrics` in Prometheus text format.
@@ -101,6 +100,14 @@ pub async fn is_address(segment: String) -> Result<(), Rejection> {
 
 /// Maps rejections to plain-text answers that say what was wrong.
 pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
+    if let Some(NotUpgrade(reason)) = err.find::<NotUpgrade>() {
+        return Ok(warp::reply::with_status(
+            format!(
+                "bad request: {reason}; WebSocket clients connect to /ws with a standard upgrade\n"
+            ),
+            StatusCode::BAD_REQUEST,
+        ));
+    }
     let (status, text) = if err.is_not_found() {
         (
             StatusCode::NOT_FOUND,
@@ -117,5 +124,5 @@ pub async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
             "bad request: WebSocket clients connect to /ws with a standard upgrade\n",
         )
     };
-    Ok(warp::reply::with_status(text, status))
+    Ok(warp::reply::with_status(text.to_owned(), status))
 }

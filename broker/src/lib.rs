@@ -19,6 +19,7 @@ pub mod registry;
 pub mod routes;
 pub mod session;
 pub mod turn;
+pub mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;

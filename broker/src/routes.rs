@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use crate::client_addr::client_addr;
 use crate::handlers;
 use crate::registry::Registry;
+use crate::upgrade;
 use crate::State;
 
 /// Every route the broker serves.
@@ -21,7 +22,7 @@ pub fn routes<R: Registry>(
     let www = state.config.www.clone();
     let ws = warp::path("ws")
         .and(warp::path::end())
-        .and(warp::ws())
+        .and(upgrade::ws_upgrade())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))

@@ -14,13 +14,16 @@ use futures_util::{SinkExt, StreamExt};
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
 use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 use uuid::Uuid;
-use warp::ws::{Message, WebSocket};
 
 use crate::admission::Admission;
 use crate::rate::{RateLimit, Verdict};
 use crate::registry::{encode, Mailbox, Outbound, Registry};
+use crate::upgrade::Socket;
 use crate::State;
 
 /// Close code for "the broker is restarting, reconnect".
@@ -35,7 +38,7 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Drives one connection until it ends. `want` comes from the upgrade URL
 /// (`/ws?want=<address>`) and saves a round trip when opening a link.
 pub async fn serve<R: Registry>(
-    ws: WebSocket,
+    ws: Socket,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
     admission: Admission,
@@ -49,7 +52,7 @@ pub async fn serve<R: Registry>(
 
 async fn serve_as<R: Registry>(
     id: PeerId,
-    ws: WebSocket,
+    ws: Socket,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
     admission: Admission,
@@ -76,12 +79,16 @@ async fn serve_as<R: Registry>(
                         }
                     }
                     Outbound::Ping => {
-                        if sink.feed(Message::ping(Vec::new())).await.is_err() {
+                        if sink.feed(Message::Ping(Default::default())).await.is_err() {
                             break 'write;
                         }
                     }
                     Outbound::Close(code, reason) => {
-                        let _ = sink.send(Message::close_with(code, reason)).await;
+                        let frame = CloseFrame {
+                            code: code.into(),
+                            reason: reason.into(),
+                        };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
                         break 'write;
                     }
                 }
@@ -148,12 +155,11 @@ async fn serve_as<R: Registry>(
             frame = stream.next() => match frame {
                 Some(Ok(msg)) => {
                     last_seen = Instant::now();
-                    if msg.is_close() {
-                        break None;
-                    }
-                    // Pongs only prove liveness; pings are answered below us.
-                    if msg.is_ping() || msg.is_pong() {
-                        continue;
+                    match msg {
+                        Message::Close(_) => break None,
+                        // Pongs only prove liveness; pings are answered below us.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                        Message::Text(_) | Message::Binary(_) => {}
                     }
                     match rate.check(last_seen) {
                         Verdict::Accept => session.frame(msg).await,
@@ -177,8 +183,7 @@ async fn serve_as<R: Registry>(
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "transport error");
-                    let text = e.to_string();
-                    break text.contains("Space limit exceeded").then(|| (
+                    break matches!(e, WsError::Capacity(CapacityError::MessageTooLong { .. })).then(|| (
                         CLOSE_TOO_BIG,
                         "frame too large: messages are at most 64 KiB".to_owned(),
                     ));
@@ -246,8 +251,8 @@ impl<R: Registry> Session<R> {
     }
 
     async fn frame(&self, msg: Message) {
-        if msg.is_text() {
-            let text = msg.to_str().unwrap_or_default();
+        if let Message::Text(text) = msg {
+            let text = text.as_str();
             self.state
                 .metrics
                 .ws_bytes_in
@@ -256,7 +261,7 @@ impl<R: Registry> Session<R> {
                 Ok(msg) => self.handle(msg).await,
                 Err(e) => self.error(e.code, e.message, None),
             }
-        } else if msg.is_binary() {
+        } else if let Message::Binary(_) = msg {
             self.error(
                 ErrorCode::Binary,
                 "binary frames are not part of the protocol; send JSON text frames".into(),
