@@ -3,6 +3,10 @@
 import init, { Peer } from "/pkg/peer_wasm.js";
 
 const ADDRESS = /^\/([0-9a-f]{64})$/;
+// `?relay` on any app URL: WebRTC over TURN relays only, to check a TURN
+// setup. Kept in the share link, so whoever opens it relays too.
+const RELAY = new URLSearchParams(location.search).has("relay");
+const RELAY_HINT = "relays only: is the TURN server reachable, and does its secret match the broker's?";
 const $ = (id) => document.getElementById(id);
 
 await init();
@@ -10,20 +14,21 @@ await init();
 const early = window.earlySocket;
 delete window.earlySocket;
 const peer = early
-  ? Peer.fromSocket(early.socket, early.received, early.wanted, false, early.connection)
-  : new Peer();
+  ? Peer.fromSocket(early.socket, early.received, early.wanted, RELAY, early.connection)
+  : new Peer(undefined, RELAY);
 // The app may start before the document is parsed (see index.html).
 if (document.readyState === "loading") {
   await new Promise((done) => document.addEventListener("DOMContentLoaded", done, { once: true }));
 }
 window.peer = peer; // handy in the console, and used by the browser tests
+if (RELAY) document.querySelector("a.brand").search = "?relay";
 
 let current = null; // the address this page shows
 
 peer.onevent = (e) => {
   if (e.type === "holders" && e.address === current) showHolders(e.count);
   if (e.type === "status" && e.address === current) showProgress(e);
-  if (e.type === "warning" && e.address === current) log(e.message);
+  if (e.type === "warning" && e.address === current) log(RELAY ? `${e.message} (${RELAY_HINT})` : e.message);
 };
 
 function setStatus(state, text) {
@@ -96,6 +101,7 @@ function openPage(address) {
   $("page").hidden = false;
   $("viewer").textContent = "";
   $("log").textContent = "";
+  if (RELAY) log("Relays only (?relay): every connection goes through a TURN server the broker names.");
   setStatus("looking", "Looking for browsers that hold this page…");
   peer.fetch(address).then(
     (bytes) => {
@@ -123,7 +129,7 @@ $("share").addEventListener("click", () => {
   $("compose-error").textContent = "";
   const bytes = new TextEncoder().encode(text);
   const address = peer.share(bytes, "text/plain; charset=utf-8");
-  history.pushState(null, "", `/${address}`);
+  history.pushState(null, "", `/${address}${RELAY ? "?relay" : ""}`);
   current = address;
   $("compose").hidden = true;
   $("page").hidden = false;

@@ -56,10 +56,17 @@ impl Broker {
     /// Like [`Broker::start`], listening on `listen` (e.g. the address of a
     /// broker that was just stopped, to restart it).
     pub fn start_at(www: &Path, listen: &str, log: bool) -> anyhow::Result<Self> {
+        Self::start_with(www, listen, log, &[])
+    }
+
+    /// Like [`Broker::start_at`], with further command-line flags (e.g.
+    /// `--turn-url`).
+    pub fn start_with(www: &Path, listen: &str, log: bool, args: &[&str]) -> anyhow::Result<Self> {
         let bin = broker_bin()?;
         let mut child = Command::new(&bin)
             .args(["--listen", listen, "--www"])
             .arg(www)
+            .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

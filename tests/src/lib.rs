@@ -11,6 +11,7 @@
 //! * [`visitor`]: one browser with polling helpers that panic with the
 //!   page's `#status` when a wait times out.
 //! * [`text`]: unique random text to share.
+//! * [`turn`]: coturn as a child process, for the relay-only test.
 //!
 //! Run: `just build-wasm` (for `www/pkg`) and `cargo build -p broker` (or
 //! `just test`, which builds both), then `cargo test -p tests`. Needs root
@@ -29,10 +30,12 @@ pub mod chromedriver;
 pub mod http;
 pub mod netns;
 pub mod text;
+pub mod turn;
 pub mod visitor;
 
 pub use broker::Broker;
 pub use chromedriver::ChromeDriver;
+pub use turn::TurnServer;
 pub use visitor::Visitor;
 
 /// Timeout for anything a page should do by itself (connect, receive,
