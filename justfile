@@ -36,8 +36,24 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+# Fuzz client message decoding and handling (broker/fuzz) on stable Rust,
+# for FUZZ_SECONDS (default 60). Inputs that find new paths go to
+# broker/fuzz/target/corpus, crashes to broker/fuzz/artifacts.
+fuzz:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The same dependency versions as the main build.
+    cp Cargo.lock broker/fuzz/Cargo.lock
+    mkdir -p broker/fuzz/target/corpus/decode_and_handle
+    # libFuzzer's line per new input and its closing dictionary would drown
+    # the log; progress, crashes and the final stats remain.
+    cargo fuzz run --fuzz-dir broker/fuzz --sanitizer none decode_and_handle \
+        broker/fuzz/target/corpus/decode_and_handle broker/fuzz/corpus/decode_and_handle \
+        -- -max_total_time="${FUZZ_SECONDS:-60}" -dict=broker/fuzz/decode_and_handle.dict \
+        -print_final_stats=1 2>&1 | grep -vE '^(#[0-9]+[[:space:]]+(NEW|REDUCE) |"|###### )'
+
 # Everything CI runs.
-ci: lint test
+ci: lint test fuzz
 
 # Benchmarks: time to open a share link vs. a plain-JS floor (set
 # BENCH_RUNS to change the number of opens, default 20).

@@ -190,7 +190,12 @@ impl Index {
             content,
             count: entry.holders.len() as u32,
         });
-        for peer in entry.holders.keys().chain(entry.wanters.keys()) {
+        // A holder may also want it; it hears once.
+        let wanters = entry
+            .wanters
+            .keys()
+            .filter(|w| !entry.holders.contains_key(w));
+        for peer in entry.holders.keys().chain(wanters) {
             out.push((*peer, text.clone()));
         }
     }
@@ -268,6 +273,10 @@ impl Registry for LocalRegistry {
         let mut out = Deliveries::new();
         {
             let mut index = self.index.lock().expect("index lock");
+            // Only connected peers: a late message must not outlive cleanup.
+            if !self.topics.read().expect("topics lock").contains_key(&peer) {
+                return Ok(());
+            }
             let pc = index.by_peer.entry(peer).or_default();
             if pc.holds.contains(&content) {
                 return Ok(());
@@ -341,6 +350,10 @@ impl Registry for LocalRegistry {
         let mut out = Deliveries::new();
         {
             let mut index = self.index.lock().expect("index lock");
+            // Only connected peers: a late message must not outlive cleanup.
+            if !self.topics.read().expect("topics lock").contains_key(&peer) {
+                return Ok(());
+            }
             let pc = index.by_peer.entry(peer).or_default();
             if !pc.wants.contains(&content) {
                 if pc.wants.len() >= self.max_wants {
