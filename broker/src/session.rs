@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
-use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,8 +20,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::admission::Admission;
+use crate::metrics::Metrics;
 use crate::rate::{RateLimit, Verdict};
-use crate::registry::{encode, Mailbox, Outbound, Registry};
+use crate::registry::{encode, Inbox, Mailbox, Outbound, Registry};
 use crate::upgrade::Socket;
 use crate::State;
 
@@ -37,22 +37,25 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Drives one connection until it ends. `want` comes from the upgrade URL
 /// (`/ws?want=<address>`) and saves a round trip when opening a link.
-pub async fn serve<R: Registry>(
-    ws: Socket,
+///
+/// Every idle connection is one task waiting in this future, so its size
+/// is most of what an idle peer costs: the socket comes boxed (an async
+/// fn keeps its arguments twice), and anything needed only while a
+/// message is handled or written is boxed at that await.
+pub fn serve<R: Registry>(
+    ws: Box<Socket>,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
     admission: Admission,
-) {
+) -> impl std::future::Future<Output = ()> {
     let id = PeerId(Uuid::new_v4());
     let span = tracing::info_span!("peer", %id, client = %admission.client);
-    serve_as(id, ws, state, want, admission)
-        .instrument(span)
-        .await
+    serve_as(id, ws, state, want, admission).instrument(span)
 }
 
 async fn serve_as<R: Registry>(
     id: PeerId,
-    ws: Socket,
+    mut ws: Box<Socket>,
     state: Arc<State<R>>,
     want: Option<Result<ContentId, String>>,
     admission: Admission,
@@ -60,77 +63,25 @@ async fn serve_as<R: Registry>(
     state.metrics.peers.fetch_add(1, Relaxed);
     tracing::debug!("connected");
 
-    let (mut sink, mut stream) = ws.split();
-    let (outbox, mut queue) = mpsc::channel::<Outbound>(state.config.outbox_capacity);
-    let kill = Arc::new(Notify::new());
-    let metrics = state.metrics.clone();
-    let writer = tokio::spawn(async move {
-        'write: while let Some(mut out) = queue.recv().await {
-            // Write everything already queued, then flush once: messages
-            // decided together (a holder count and an introduction) leave in
-            // one TCP segment. Flushed one by one, the second would wait for
-            // the peer's delayed ACK of the first (Nagle), about 40 ms.
-            loop {
-                match out {
-                    Outbound::Text(text) => {
-                        metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
-                        if sink.feed(Message::text(text.as_ref())).await.is_err() {
-                            break 'write;
-                        }
-                    }
-                    Outbound::Ping => {
-                        if sink.feed(Message::Ping(Default::default())).await.is_err() {
-                            break 'write;
-                        }
-                    }
-                    Outbound::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code: code.into(),
-                            reason: reason.into(),
-                        };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        break 'write;
-                    }
-                }
-                match queue.try_recv() {
-                    Ok(next) => out = next,
-                    Err(_) => break,
-                }
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
-
+    let (mailbox, queue) = Mailbox::new(state.config.outbox_capacity);
+    let kill = mailbox.kill.clone();
     let session = Session {
         id,
         state: state.clone(),
-        outbox: outbox.clone(),
+        outbox: mailbox.outbox.clone(),
     };
-    state
-        .registry
-        .connect(
-            id,
-            Mailbox {
-                outbox: outbox.clone(),
-                kill: kill.clone(),
-            },
-        )
-        .await;
+    state.registry.connect(id, mailbox).await;
     session.send(&ServerMsg::Welcome {
         id,
         ice_servers: state.config.ice_servers_for(id),
     });
     match want {
         Some(Ok(content)) => {
-            session
-                .handle(ClientMsg::Want {
-                    content,
-                    holders: None,
-                })
-                .await
+            Box::pin(session.handle(ClientMsg::Want {
+                content,
+                holders: None,
+            }))
+            .await
         }
         Some(Err(message)) => session.error(ErrorCode::BadAddress, message, None),
         None => {}
@@ -150,9 +101,24 @@ async fn serve_as<R: Registry>(
         config.ping_interval,
     );
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One task reads and writes: a second task per connection, and the lock
+    // that splitting the socket needs, would cost every idle peer memory.
     let close = loop {
         tokio::select! {
-            frame = stream.next() => match frame {
+            out = queue.recv_async() => {
+                let Ok(out) = out else { break None };
+                // Boxed like message handling below: writing needs state
+                // only while it runs.
+                match Box::pin(write_batch(&mut ws, out, &queue, &state.metrics)).await {
+                    Ok(None) => {}
+                    Ok(Some(())) => break None,
+                    Err(Stuck) => {
+                        tracing::debug!("writes stalled; dropping");
+                        break Some((CLOSE_POLICY, "too slow: writes stalled; reconnect".to_owned()));
+                    }
+                }
+            }
+            frame = ws.next() => match frame {
                 Some(Ok(msg)) => {
                     last_seen = Instant::now();
                     match msg {
@@ -162,7 +128,10 @@ async fn serve_as<R: Registry>(
                         Message::Text(_) | Message::Binary(_) => {}
                     }
                     match rate.check(last_seen) {
-                        Verdict::Accept => session.frame(msg).await,
+                        // Boxed: handling needs far more state than waiting,
+                        // and only while it runs; inline, every idle
+                        // connection's task would be sized for it.
+                        Verdict::Accept => Box::pin(session.frame(msg)).await,
                         Verdict::Refuse => session.error(
                             ErrorCode::RateLimited,
                             format!(
@@ -201,7 +170,7 @@ async fn serve_as<R: Registry>(
                     ));
                 }
                 // A full queue means a slow peer, which the registry kills.
-                let _ = outbox.try_send(Outbound::Ping);
+                let _ = session.outbox.try_send(Outbound::Ping);
             }
             _ = kill.notified() => {
                 break Some((CLOSE_POLICY, "too slow: outbound queue full; reconnect".to_owned()));
@@ -214,22 +183,86 @@ async fn serve_as<R: Registry>(
 
     state.registry.disconnect(id).await;
     state.metrics.peers.fetch_sub(1, Relaxed);
-    // The queue may be full (slow peer); the close frame is best effort.
-    if let Some((code, reason)) = close {
-        let _ = outbox.try_send(Outbound::Close(code, reason));
-    }
     drop(session);
-    drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    Box::pin(say_goodbye(ws, close)).await;
     drop(admission);
     tracing::debug!("disconnected");
+}
+
+/// Writes were blocked for [`WRITE_TIMEOUT`]: the peer stopped reading.
+struct Stuck;
+
+/// How long a write may wait for the peer to take our bytes.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `first` and everything else already queued, then flushes once:
+/// messages decided together (a holder count and an introduction) leave
+/// in one TCP segment. Flushed one by one, the second would wait for the
+/// peer's delayed ACK of the first (Nagle), about 40 ms. `Some` when the
+/// connection is finished (a queued close, or the socket failed).
+async fn write_batch(
+    ws: &mut Socket,
+    first: Outbound,
+    queue: &Inbox,
+    metrics: &Metrics,
+) -> Result<Option<()>, Stuck> {
+    let write = async {
+        let mut out = first;
+        loop {
+            let msg = match out {
+                Outbound::Text(text) => {
+                    metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
+                    Message::text(text.as_ref())
+                }
+                Outbound::Ping => Message::Ping(Default::default()),
+                Outbound::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: code.into(),
+                        reason: reason.into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                    return Some(());
+                }
+            };
+            if ws.feed(msg).await.is_err() {
+                return Some(());
+            }
+            match queue.try_recv() {
+                Ok(next) => out = next,
+                Err(_) => break,
+            }
+        }
+        ws.flush().await.is_err().then_some(())
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| Stuck)
+}
+
+/// Sends the close frame and waits for the peer's (best effort: it may be
+/// gone or not reading). Reading on until then matters: closing a socket
+/// with unread input makes the kernel reset the connection, and the peer
+/// may lose our close frame and its reason with it.
+async fn say_goodbye(mut ws: Box<Socket>, close: Option<(u16, String)>) {
+    let goodbye = async {
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            };
+            let _ = ws.send(Message::Close(Some(frame))).await;
+        }
+        let _ = SinkExt::close(&mut ws).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
 }
 
 /// The per-connection request handler.
 struct Session<R> {
     id: PeerId,
     state: Arc<State<R>>,
-    outbox: mpsc::Sender<Outbound>,
+    outbox: flume::Sender<Outbound>,
 }
 
 impl<R: Registry> Session<R> {

@@ -22,7 +22,7 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Bytes read from the socket at a time. Frames larger than this grow the
 /// buffer for as long as they are being read.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 
 /// A request that asked for a WebSocket, ready to be accepted.
 pub struct WsUpgrade {
@@ -86,7 +86,7 @@ impl WsUpgrade {
     /// completes. `max_message` bounds frames and messages alike.
     pub fn accept<F, Fut>(self, max_message: usize, session: F) -> warp::reply::Response
     where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
+        F: FnOnce(Box<Socket>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let config = WebSocketConfig::default()
@@ -103,7 +103,7 @@ impl WsUpgrade {
                         Some(config),
                     )
                     .await;
-                    session(socket).await
+                    session(Box::new(socket)).await
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::metrics::Metrics;
-use broker::registry::{LocalRegistry, Mailbox, Outbound, Registry, RegistryError};
+use broker::registry::{Inbox, LocalRegistry, Mailbox, Outbound, Registry, RegistryError};
 use common::{fresh_address, hold, want, Broker, QUIET};
 use protocol::{ContentId, PeerId};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -91,21 +91,14 @@ async fn the_registry_is_empty_after_everyone_disconnects() {
     assert_eq!(metrics.addresses.load(Relaxed), 0);
 }
 
-fn mailbox(capacity: usize) -> (Mailbox, mpsc::Receiver<Outbound>, Arc<Notify>) {
-    let (outbox, rx) = mpsc::channel(capacity);
-    let kill = Arc::new(Notify::new());
-    (
-        Mailbox {
-            outbox,
-            kill: kill.clone(),
-        },
-        rx,
-        kill,
-    )
+fn mailbox(capacity: usize) -> (Mailbox, Inbox, Arc<Notify>) {
+    let (mailbox, rx) = Mailbox::new(capacity);
+    let kill = mailbox.kill.clone();
+    (mailbox, rx, kill)
 }
 
 /// Everything queued in `rx` right now, parsed.
-fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
+fn drain(rx: &mut Inbox) -> Vec<Value> {
     let mut out = Vec::new();
     while let Ok(msg) = rx.try_recv() {
         match msg {
@@ -191,7 +184,7 @@ async fn local_registry_kills_a_peer_whose_queue_is_full() {
     let metrics = Arc::new(Metrics::default());
     let reg = LocalRegistry::new(metrics.clone());
     let slow = PeerId(Uuid::new_v4());
-    let (mb, mut rx, kill) = mailbox(1);
+    let (mb, rx, kill) = mailbox(1);
     reg.connect(slow, mb).await;
     reg.publish(slow, "1".into()).await.unwrap();
     // The second does not fit: the sender is not blamed, the slow peer is.

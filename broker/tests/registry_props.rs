@@ -14,14 +14,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use broker::metrics::Metrics;
-use broker::registry::{encode, LocalRegistry, Mailbox, Outbound, Registry, RegistryError};
+use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry, RegistryError};
 use futures_util::FutureExt;
 use proptest::prelude::*;
 use protocol::signaling::MAX_INTRODUCTIONS;
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 const PEERS: usize = 5;
@@ -90,19 +90,15 @@ fn content_index(id: ContentId) -> Option<usize> {
     (0..CONTENTS).find(|&c| content_id(c) == id)
 }
 
-fn mailbox(capacity: usize) -> (Mailbox, mpsc::Receiver<Outbound>, Arc<Notify>) {
-    let (outbox, rx) = mpsc::channel(capacity);
-    let kill = Arc::new(Notify::new());
-    let mailbox = Mailbox {
-        outbox,
-        kill: kill.clone(),
-    };
+fn mailbox(capacity: usize) -> (Mailbox, Inbox, Arc<Notify>) {
+    let (mailbox, rx) = Mailbox::new(capacity);
+    let kill = mailbox.kill.clone();
     (mailbox, rx, kill)
 }
 
 struct Conn {
     /// `None` for a closed queue.
-    rx: Option<mpsc::Receiver<Outbound>>,
+    rx: Option<Inbox>,
     kill: Arc<Notify>,
     queue: Queue,
 }
@@ -534,7 +530,7 @@ fn a_holder_that_also_wants_hears_each_count_once() {
         .expect("runtime");
     let reg = LocalRegistry::new(Arc::new(Metrics::default()));
     let (a, b, x) = (peer_id(0), peer_id(1), content_id(0));
-    let (mailbox_a, mut rx, _) = mailbox(ROOMY);
+    let (mailbox_a, rx, _) = mailbox(ROOMY);
     let (mailbox_b, _rx_b, _) = mailbox(ROOMY);
     rt.block_on(async {
         reg.connect(a, mailbox_a).await;

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use broker::metrics::Metrics;
-use broker::registry::{encode, LocalRegistry, Mailbox, Outbound, Registry};
+use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry};
 use libfuzzer_sys::fuzz_target;
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, PeerId, ServerMsg};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 const PEERS: usize = 3;
@@ -36,7 +36,7 @@ const MAX_WANTS: usize = 4;
 
 struct Peer {
     id: PeerId,
-    rx: mpsc::Receiver<Outbound>,
+    rx: Inbox,
     kill: Arc<Notify>,
 }
 
@@ -52,15 +52,9 @@ fn connect<R: Registry>(reg: &R, slot: usize, serial: &mut u128) -> Peer {
     *serial += 1;
     let id = PeerId(Uuid::from_u128(*serial));
     let capacity = if slot == PEERS - 1 { TINY } else { 64 };
-    let (outbox, rx) = mpsc::channel(capacity);
-    let kill = Arc::new(Notify::new());
-    now(reg.connect(
-        id,
-        Mailbox {
-            outbox,
-            kill: kill.clone(),
-        },
-    ));
+    let (mailbox, rx) = Mailbox::new(capacity);
+    let kill = mailbox.kill.clone();
+    now(reg.connect(id, mailbox));
     Peer { id, rx, kill }
 }
 

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
+use flume::TrySendError;
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc::error::TrySendError;
 
 use super::{encode, Mailbox, Outbound, Registry, RegistryError};
 use crate::metrics::Metrics;
@@ -96,7 +96,7 @@ impl LocalRegistry {
                 mailbox.kill.notify_one();
                 Ok(())
             }
-            Err(TrySendError::Closed(_)) => Err(RegistryError::UnknownPeer(to)),
+            Err(TrySendError::Disconnected(_)) => Err(RegistryError::UnknownPeer(to)),
         }
     }
 

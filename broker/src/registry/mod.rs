@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use protocol::{ContentId, ErrorCode, PeerId, ServerMsg};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 pub use local::LocalRegistry;
 
@@ -38,9 +38,27 @@ pub fn encode(msg: &ServerMsg) -> Arc<str> {
 #[derive(Clone, Debug)]
 pub struct Mailbox {
     /// Bounded queue to the peer's writer task.
-    pub outbox: mpsc::Sender<Outbound>,
+    pub outbox: flume::Sender<Outbound>,
     /// Woken when the peer must be dropped (e.g. its queue overflowed).
     pub kill: Arc<Notify>,
+}
+
+/// The writer's end of a [`Mailbox`].
+pub type Inbox = flume::Receiver<Outbound>;
+
+impl Mailbox {
+    /// A mailbox whose queue holds at most `capacity` frames, and its
+    /// writer's end.
+    ///
+    /// flume rather than tokio's mpsc: an idle peer's queue must cost
+    /// next to nothing, and tokio's allocates a block of 32 slots plus
+    /// cache-padded counters (about 1.5 KiB) up front, while flume's
+    /// queue grows only with what is queued.
+    pub fn new(capacity: usize) -> (Mailbox, Inbox) {
+        let (outbox, inbox) = flume::bounded(capacity);
+        let kill = Arc::new(Notify::new());
+        (Mailbox { outbox, kill }, inbox)
+    }
 }
 
 /// Why the registry refused a request.
