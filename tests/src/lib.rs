@@ -11,6 +11,8 @@
 //! * [`visitor`]: one browser with polling helpers that panic with the
 //!   page's `#status` when a wait times out.
 //! * [`text`]: unique random text to share.
+//! * [`nginx`]: nginx terminating TLS in front of the broker, with the
+//!   operators' `deploy/nginx/peerpage.conf`.
 //! * [`turn`]: coturn as a child process, for the relay-only test.
 //!
 //! Run: `just build-wasm` (for `www/pkg`) and `cargo build -p broker` (or
@@ -20,7 +22,7 @@
 //!
 //! Environment: `BROKER_BIN`, `CHROMEDRIVER`, `CHROME_BIN` override the
 //! binaries; `CHROMEDRIVER_LOG=<file>` keeps chromedriver's verbose log;
-//! `P2P_IN_NETNS=1` skips the namespace.
+//! `P2P_IN_NETNS=1` skips the namespace; `NGINX` overrides nginx's binary.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,12 +31,14 @@ pub mod broker;
 pub mod chromedriver;
 pub mod http;
 pub mod netns;
+pub mod nginx;
 pub mod text;
 pub mod turn;
 pub mod visitor;
 
 pub use broker::Broker;
 pub use chromedriver::ChromeDriver;
+pub use nginx::Nginx;
 pub use turn::TurnServer;
 pub use visitor::Visitor;
 

@@ -27,6 +27,11 @@ const SETUP: &str = "set -e
 PATH=\"$PATH:/usr/sbin:/sbin\"
 ip link set lo up
 ip link add veth0 type veth peer name veth1
+# No IPv6 link-local addresses: the kernel would add them ~2 s after the
+# links come up, which Chromium takes for a network change, failing
+# connections in flight (ERR_NETWORK_CHANGED, seen on TLS handshakes).
+ip link set veth0 addrgenmode none 2>/dev/null || true
+ip link set veth1 addrgenmode none 2>/dev/null || true
 ip addr add 192.0.2.2/24 dev veth0
 ip link set veth0 up
 ip link set veth1 up
