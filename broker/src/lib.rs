@@ -15,6 +15,7 @@ pub mod config;
 pub mod handlers;
 pub mod metrics;
 pub mod rate;
+pub mod read_ahead;
 pub mod registry;
 pub mod routes;
 pub mod session;

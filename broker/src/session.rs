@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -107,6 +107,10 @@ async fn serve_as<R: Registry>(
         tokio::select! {
             out = queue.recv_async() => {
                 let Ok(out) = out else { break None };
+                // Let the other ready tasks run first: under load they queue
+                // more for this peer, and one write carries it all. Each
+                // write on loopback also runs the receiver's side of TCP.
+                tokio::task::yield_now().await;
                 // Boxed like message handling below: writing needs state
                 // only while it runs.
                 match Box::pin(write_batch(&mut ws, out, &queue, &state.metrics)).await {
@@ -212,7 +216,7 @@ async fn write_batch(
             let msg = match out {
                 Outbound::Text(text) => {
                     metrics.ws_bytes_out.fetch_add(text.len() as u64, Relaxed);
-                    Message::text(text.as_ref())
+                    Message::Text(text)
                 }
                 Outbound::Ping => Message::Ping(Default::default()),
                 Outbound::Close(code, reason) => {
@@ -234,6 +238,12 @@ async fn write_batch(
         }
         ws.flush().await.is_err().then_some(())
     };
+    let mut write = std::pin::pin!(write);
+    // Nearly every write completes at once; only one that must wait for
+    // the peer needs a timer.
+    if let Some(done) = (&mut write).now_or_never() {
+        return Ok(done);
+    }
     tokio::time::timeout(WRITE_TIMEOUT, write)
         .await
         .map_err(|_| Stuck)

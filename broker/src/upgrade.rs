@@ -17,12 +17,14 @@ use warp::http::{header, HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Reply;
 use warp::{Filter, Rejection};
 
-/// A peer's WebSocket once upgraded.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+use crate::read_ahead::ReadAhead;
 
-/// Bytes read from the socket at a time. Frames larger than this grow the
-/// buffer for as long as they are being read.
-const READ_BUFFER: usize = 512;
+/// A peer's WebSocket once upgraded.
+pub type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
+
+/// The WebSocket's own read buffer. Frames larger than this grow it for as
+/// long as they are being read; [`ReadAhead`] keeps reads few under load.
+const READ_BUFFER: usize = 256;
 
 /// A request that asked for a WebSocket, ready to be accepted.
 pub struct WsUpgrade {
@@ -98,7 +100,7 @@ impl WsUpgrade {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        ReadAhead::new(TokioIo::new(upgraded)),
                         Role::Server,
                         Some(config),
                     )

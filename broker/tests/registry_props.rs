@@ -14,7 +14,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use broker::metrics::Metrics;
-use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry, RegistryError};
+use broker::registry::{
+    encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry, RegistryError, Text,
+};
 use futures_util::FutureExt;
 use proptest::prelude::*;
 use protocol::signaling::MAX_INTRODUCTIONS;
@@ -122,7 +124,7 @@ struct Expected {
     /// Wanter -> how many introductions it gets.
     intros: BTreeMap<usize, usize>,
     /// Recipient and text of a relayed message.
-    published: Option<(usize, Arc<str>)>,
+    published: Option<(usize, Text)>,
 }
 
 struct Harness {
@@ -301,7 +303,7 @@ impl Harness {
         op: &Op,
         mut expected: Expected,
     ) -> Result<Vec<usize>, TestCaseError> {
-        let mut inbox: Vec<(usize, ServerMsg, Arc<str>)> = Vec::new();
+        let mut inbox: Vec<(usize, ServerMsg, Text)> = Vec::new();
         let mut killed = Vec::new();
         for (r, peer) in self.peers.iter_mut().enumerate() {
             let Some(conn) = &mut peer.conn else { continue };

@@ -8,7 +8,7 @@ use flume::TrySendError;
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 
-use super::{encode, Mailbox, Outbound, Registry, RegistryError};
+use super::{encode, Mailbox, Outbound, Registry, RegistryError, Text};
 use crate::metrics::Metrics;
 
 /// Default per-peer limits; see [`LocalRegistry::with_limits`].
@@ -65,7 +65,7 @@ impl PeerContent {
 
 /// Messages decided under the index lock. Delivery never blocks (a full
 /// queue kills the slow peer instead), so it happens before unlocking.
-type Deliveries = Vec<(PeerId, Arc<str>)>;
+type Deliveries = Vec<(PeerId, Text)>;
 
 impl LocalRegistry {
     /// An empty registry with default limits.
@@ -84,7 +84,7 @@ impl LocalRegistry {
         }
     }
 
-    fn deliver(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
+    fn deliver(&self, to: PeerId, text: Text) -> Result<(), RegistryError> {
         let topics = self.topics.read().expect("topics lock");
         let mailbox = topics.get(&to).ok_or(RegistryError::UnknownPeer(to))?;
         match mailbox.outbox.try_send(Outbound::Text(text)) {
@@ -265,7 +265,7 @@ impl Registry for LocalRegistry {
         self.topics.write().expect("topics lock").remove(&peer);
     }
 
-    async fn publish(&self, to: PeerId, text: Arc<str>) -> Result<(), RegistryError> {
+    async fn publish(&self, to: PeerId, text: Text) -> Result<(), RegistryError> {
         self.deliver(to, text)
     }
 

@@ -16,11 +16,15 @@ use tokio::sync::Notify;
 
 pub use local::LocalRegistry;
 
+/// A serialized `ServerMsg`: the WebSocket's own text type, so that it
+/// goes out without a copy and is shared, not copied, when fanned out.
+pub type Text = tokio_tungstenite::tungstenite::Utf8Bytes;
+
 /// A frame queued for one peer's WebSocket writer.
 #[derive(Clone, Debug)]
 pub enum Outbound {
-    /// A serialized `ServerMsg`, shared when fanned out to many peers.
-    Text(Arc<str>),
+    /// A serialized `ServerMsg`.
+    Text(Text),
     /// A WebSocket ping (liveness check).
     Ping,
     /// Close the connection with this code and reason.
@@ -28,9 +32,13 @@ pub enum Outbound {
 }
 
 /// A server message as the text frame every outbox carries.
-pub fn encode(msg: &ServerMsg) -> Arc<str> {
-    serde_json::to_string(msg)
-        .expect("server messages serialize")
+pub fn encode(msg: &ServerMsg) -> Text {
+    // Most messages are relayed signals a few hundred bytes long; starting
+    // there saves the reallocations of growing from empty.
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, msg).expect("server messages serialize");
+    String::from_utf8(out)
+        .expect("serde_json writes UTF-8")
         .into()
 }
 
@@ -94,7 +102,7 @@ pub trait Registry: Send + Sync + 'static {
     fn publish(
         &self,
         to: PeerId,
-        text: Arc<str>,
+        text: Text,
     ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 
     /// Records that `peer` holds `content`; introduces it to waiting wanters.
@@ -139,7 +147,7 @@ impl<R: Registry> Registry for Arc<R> {
     fn publish(
         &self,
         to: PeerId,
-        text: Arc<str>,
+        text: Text,
     ) -> impl Future<Output = Result<(), RegistryError>> + Send {
         R::publish(self, to, text)
     }
