@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::admission::Admission;
 use crate::metrics::Metrics;
 use crate::rate::{RateLimit, Verdict};
-use crate::registry::{encode, Inbox, Mailbox, Outbound, Registry};
+use crate::registry::{encode, Inbox, Mailbox, Next, Outbound, Registry};
 use crate::upgrade::Socket;
 use crate::State;
 
@@ -64,11 +64,10 @@ async fn serve_as<R: Registry>(
     tracing::debug!("connected");
 
     let (mailbox, queue) = Mailbox::new(state.config.outbox_capacity);
-    let kill = mailbox.kill.clone();
     let session = Session {
         id,
         state: state.clone(),
-        outbox: mailbox.outbox.clone(),
+        outbox: mailbox.clone(),
     };
     state.registry.connect(id, mailbox).await;
     session.send(&ServerMsg::Welcome {
@@ -105,8 +104,10 @@ async fn serve_as<R: Registry>(
     // that splitting the socket needs, would cost every idle peer memory.
     let close = loop {
         tokio::select! {
-            out = queue.recv_async() => {
-                let Ok(out) = out else { break None };
+            next = queue.recv() => {
+                let Next::Frame(out) = next else {
+                    break Some((CLOSE_POLICY, "too slow: outbound queue full; reconnect".to_owned()));
+                };
                 // Let the other ready tasks run first: under load they queue
                 // more for this peer, and one write carries it all. Each
                 // write on loopback also runs the receiver's side of TCP.
@@ -176,9 +177,6 @@ async fn serve_as<R: Registry>(
                 // A full queue means a slow peer, which the registry kills.
                 let _ = session.outbox.try_send(Outbound::Ping);
             }
-            _ = kill.notified() => {
-                break Some((CLOSE_POLICY, "too slow: outbound queue full; reconnect".to_owned()));
-            }
             _ = &mut stopping => {
                 break Some((CLOSE_RESTART, "broker restarting; reconnect".to_owned()));
             }
@@ -232,8 +230,8 @@ async fn write_batch(
                 return Some(());
             }
             match queue.try_recv() {
-                Ok(next) => out = next,
-                Err(_) => break,
+                Some(next) => out = next,
+                None => break,
             }
         }
         ws.flush().await.is_err().then_some(())
@@ -272,7 +270,7 @@ async fn say_goodbye(mut ws: Box<Socket>, close: Option<(u16, String)>) {
 struct Session<R> {
     id: PeerId,
     state: Arc<State<R>>,
-    outbox: flume::Sender<Outbound>,
+    outbox: Mailbox,
 }
 
 impl<R: Registry> Session<R> {

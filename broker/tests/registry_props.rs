@@ -17,13 +17,11 @@ use broker::metrics::Metrics;
 use broker::registry::{
     encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry, RegistryError, Text,
 };
-use futures_util::FutureExt;
 use proptest::prelude::*;
 use protocol::signaling::MAX_INTRODUCTIONS;
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 const PEERS: usize = 5;
@@ -92,16 +90,13 @@ fn content_index(id: ContentId) -> Option<usize> {
     (0..CONTENTS).find(|&c| content_id(c) == id)
 }
 
-fn mailbox(capacity: usize) -> (Mailbox, Inbox, Arc<Notify>) {
-    let (mailbox, rx) = Mailbox::new(capacity);
-    let kill = mailbox.kill.clone();
-    (mailbox, rx, kill)
+fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
+    Mailbox::new(capacity)
 }
 
 struct Conn {
     /// `None` for a closed queue.
     rx: Option<Inbox>,
-    kill: Arc<Notify>,
     queue: Queue,
 }
 
@@ -192,10 +187,10 @@ impl Harness {
         let mut expected = Expected::default();
         match *op {
             Op::Connect(p, queue) => {
-                let (mailbox, rx, kill) = mailbox(if queue == Queue::Tiny { 1 } else { ROOMY });
+                let (mailbox, rx) = mailbox(if queue == Queue::Tiny { 1 } else { ROOMY });
                 self.rt.block_on(self.reg.connect(peer_id(p), mailbox));
                 let rx = (queue != Queue::Closed).then_some(rx);
-                self.peers[p].conn = Some(Conn { rx, kill, queue });
+                self.peers[p].conn = Some(Conn { rx, queue });
             }
             Op::Disconnect(p) => {
                 self.rt.block_on(self.reg.disconnect(peer_id(p)));
@@ -308,7 +303,7 @@ impl Harness {
         for (r, peer) in self.peers.iter_mut().enumerate() {
             let Some(conn) = &mut peer.conn else { continue };
             if let Some(rx) = &mut conn.rx {
-                while let Ok(out) = rx.try_recv() {
+                while let Some(out) = rx.try_recv() {
                     let Outbound::Text(text) = out else {
                         return Err(TestCaseError::fail(format!(
                             "{op:?}: the registry only sends text, peer {r} got {out:?}"
@@ -320,7 +315,7 @@ impl Harness {
                     inbox.push((r, msg, text));
                 }
             }
-            if conn.kill.notified().now_or_never().is_some() {
+            if conn.rx.as_ref().is_some_and(|rx| rx.killed()) {
                 prop_assert_eq!(
                     conn.queue,
                     Queue::Tiny,
@@ -532,18 +527,18 @@ fn a_holder_that_also_wants_hears_each_count_once() {
         .expect("runtime");
     let reg = LocalRegistry::new(Arc::new(Metrics::default()));
     let (a, b, x) = (peer_id(0), peer_id(1), content_id(0));
-    let (mailbox_a, rx, _) = mailbox(ROOMY);
-    let (mailbox_b, _rx_b, _) = mailbox(ROOMY);
+    let (mailbox_a, rx) = mailbox(ROOMY);
+    let (mailbox_b, _rx_b) = mailbox(ROOMY);
     rt.block_on(async {
         reg.connect(a, mailbox_a).await;
         reg.connect(b, mailbox_b).await;
         reg.hold(a, x).await.unwrap();
         reg.want(a, x, 1).await.unwrap();
-        while rx.try_recv().is_ok() {}
+        while rx.try_recv().is_some() {}
         reg.hold(b, x).await.unwrap();
     });
     let mut counts = 0;
-    while let Ok(Outbound::Text(text)) = rx.try_recv() {
+    while let Some(Outbound::Text(text)) = rx.try_recv() {
         counts += usize::from(text.contains("\"holders\""));
     }
     assert_eq!(counts, 1, "one change of the count, one message");

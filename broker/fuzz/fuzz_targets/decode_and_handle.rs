@@ -23,7 +23,6 @@ use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry
 use libfuzzer_sys::fuzz_target;
 use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, PeerId, ServerMsg};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 const PEERS: usize = 3;
@@ -37,7 +36,6 @@ const MAX_WANTS: usize = 4;
 struct Peer {
     id: PeerId,
     rx: Inbox,
-    kill: Arc<Notify>,
 }
 
 /// Polls once: the in-process registry never waits.
@@ -53,9 +51,8 @@ fn connect<R: Registry>(reg: &R, slot: usize, serial: &mut u128) -> Peer {
     let id = PeerId(Uuid::from_u128(*serial));
     let capacity = if slot == PEERS - 1 { TINY } else { 64 };
     let (mailbox, rx) = Mailbox::new(capacity);
-    let kill = mailbox.kill.clone();
     now(reg.connect(id, mailbox));
-    Peer { id, rx, kill }
+    Peer { id, rx }
 }
 
 /// What a session does with one decoded message.
@@ -93,7 +90,7 @@ fn handle<R: Registry>(reg: &R, metrics: &Metrics, from: PeerId, msg: ClientMsg)
 
 /// Empties a peer's queue, checking each message.
 fn drain(peer: &mut Peer) {
-    while let Ok(out) = peer.rx.try_recv() {
+    while let Some(out) = peer.rx.try_recv() {
         let Outbound::Text(text) = out else {
             panic!("the registry only queues text, got {out:?}");
         };
@@ -133,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
             drain(peer);
             // As its session would: the killed peer leaves, and its browser
             // reconnects.
-            if killed(&peer.kill) {
+            if peer.rx.killed() {
                 now(reg.disconnect(peer.id));
                 *peer = connect(&reg, slot, &mut serial);
             }
@@ -147,10 +144,3 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(metrics.addresses.load(Relaxed), 0, "addresses gauge");
 });
 
-/// Whether the registry asked for this peer to be dropped.
-fn killed(kill: &Notify) -> bool {
-    let notified = pin!(kill.notified());
-    notified
-        .poll(&mut Context::from_waker(Waker::noop()))
-        .is_ready()
-}

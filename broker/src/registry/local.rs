@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
-use flume::TrySendError;
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 
-use super::{encode, Mailbox, Outbound, Registry, RegistryError, Text};
+use super::{encode, Gone, Mailbox, Outbound, Registry, RegistryError, Sent, Text};
 use crate::metrics::Metrics;
 
 /// Default per-peer limits; see [`LocalRegistry::with_limits`].
@@ -87,16 +86,15 @@ impl LocalRegistry {
     fn deliver(&self, to: PeerId, text: Text) -> Result<(), RegistryError> {
         let topics = self.topics.read().expect("topics lock");
         let mailbox = topics.get(&to).ok_or(RegistryError::UnknownPeer(to))?;
-        match mailbox.outbox.try_send(Outbound::Text(text)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+        match mailbox.try_send(Outbound::Text(text)) {
+            Ok(Sent::Queued) => Ok(()),
+            Ok(Sent::Overflowed) => {
                 // A peer that cannot keep up is dropped rather than buffered
                 // without bound; its session sees the kill and closes.
                 self.metrics.queue_drops.fetch_add(1, Relaxed);
-                mailbox.kill.notify_one();
                 Ok(())
             }
-            Err(TrySendError::Disconnected(_)) => Err(RegistryError::UnknownPeer(to)),
+            Err(Gone) => Err(RegistryError::UnknownPeer(to)),
         }
     }
 

@@ -6,15 +6,16 @@
 //! straight to the peers' outboxes; callers only learn of refusals.
 
 mod local;
+mod mailbox;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use protocol::{ContentId, ErrorCode, PeerId, ServerMsg};
 use serde_json::value::RawValue;
-use tokio::sync::Notify;
 
 pub use local::LocalRegistry;
+pub use mailbox::{Gone, Inbox, Mailbox, Next, Sent};
 
 /// A serialized `ServerMsg`: the WebSocket's own text type, so that it
 /// goes out without a copy and is shared, not copied, when fanned out.
@@ -40,33 +41,6 @@ pub fn encode(msg: &ServerMsg) -> Text {
     String::from_utf8(out)
         .expect("serde_json writes UTF-8")
         .into()
-}
-
-/// How the registry reaches one connected peer.
-#[derive(Clone, Debug)]
-pub struct Mailbox {
-    /// Bounded queue to the peer's writer task.
-    pub outbox: flume::Sender<Outbound>,
-    /// Woken when the peer must be dropped (e.g. its queue overflowed).
-    pub kill: Arc<Notify>,
-}
-
-/// The writer's end of a [`Mailbox`].
-pub type Inbox = flume::Receiver<Outbound>;
-
-impl Mailbox {
-    /// A mailbox whose queue holds at most `capacity` frames, and its
-    /// writer's end.
-    ///
-    /// flume rather than tokio's mpsc: an idle peer's queue must cost
-    /// next to nothing, and tokio's allocates a block of 32 slots plus
-    /// cache-padded counters (about 1.5 KiB) up front, while flume's
-    /// queue grows only with what is queued.
-    pub fn new(capacity: usize) -> (Mailbox, Inbox) {
-        let (outbox, inbox) = flume::bounded(capacity);
-        let kill = Arc::new(Notify::new());
-        (Mailbox { outbox, kill }, inbox)
-    }
 }
 
 /// Why the registry refused a request.
