@@ -43,7 +43,7 @@ pub struct Metrics {
     errors: [AtomicU64; CODES.len()],
 }
 
-const CODES: [ErrorCode; 9] = [
+const CODES: [ErrorCode; 10] = [
     ErrorCode::BadJson,
     ErrorCode::UnknownType,
     ErrorCode::BadMessage,
@@ -53,6 +53,7 @@ const CODES: [ErrorCode; 9] = [
     ErrorCode::UnknownPeer,
     ErrorCode::Limit,
     ErrorCode::RateLimited,
+    ErrorCode::UnexpectedAnswer,
 ];
 
 fn code_index(code: ErrorCode) -> usize {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
+use protocol::signaling::{decode_client, signal_kind, SignalKind, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -322,6 +322,26 @@ impl<R: Registry> Session<R> {
                         "a signal must go to another peer, not to yourself".into(),
                         Some(to),
                     );
+                }
+                match signal_kind(data.get()) {
+                    // Recorded before relaying: the answer may come back
+                    // before this returns.
+                    SignalKind::Offer => registry.offered(self.id, to).await,
+                    SignalKind::Answer => match registry.answering(self.id, to).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return self.error(
+                                ErrorCode::UnexpectedAnswer,
+                                format!(
+                                    "peer {to} made you no offer (or it was answered already); \
+                                     an answer goes only to the peer whose offer it answers"
+                                ),
+                                Some(to),
+                            )
+                        }
+                        Err(e) => return self.error(e.code(), e.to_string(), Some(to)),
+                    },
+                    SignalKind::Other => {}
                 }
                 let text = encode(&ServerMsg::Signal {
                     from: self.id,

@@ -90,7 +90,7 @@ async fn the_sender_is_stamped_and_cannot_be_spoofed_through_the_payload() {
 
     // Payloads that claim to come from alice, at every depth.
     for data in [
-        json!({"from": alice.id, "kind": "answer", "sdp": "x"}),
+        json!({"from": alice.id, "kind": "candidate", "candidate": "x"}),
         json!({"signal": {"from": alice.id, "data": {"kind": "bye", "reason": "x"}}}),
         json!([{"from": alice.id}]),
         json!(alice.id),
@@ -111,7 +111,7 @@ async fn a_from_field_in_a_client_message_is_rejected() {
     let mut mallory = broker.client().await;
     let mut bob = broker.client().await;
     let mut alice = broker.client().await;
-    let data = json!({"kind": "answer", "sdp": "x"});
+    let data = json!({"kind": "candidate", "candidate": "x"});
 
     // Inside the signal: an unknown field (deny_unknown_fields).
     mallory
@@ -247,5 +247,57 @@ async fn releasing_does_not_stop_relaying() {
     assert_eq!(
         b.recv().await,
         json!({"signal": {"from": a.id, "data": true}})
+    );
+}
+
+#[tokio::test]
+async fn an_answer_to_a_peer_that_made_no_offer_is_refused() {
+    let broker = Broker::start().await;
+    let mut a = broker.client().await;
+    let mut b = broker.client().await;
+    let answer = json!({"kind": "answer", "sdp": "v=0\r\n"});
+
+    // B answers A, who never offered anything: refused, A hears nothing.
+    b.send_json(&signal(&a.id, answer.clone())).await;
+    let err = b.expect_error("unexpected_answer").await;
+    assert_eq!(err["peer"], json!(a.id));
+    let text = err["message"].as_str().unwrap();
+    assert!(text.contains("made you no offer"), "{text}");
+    a.expect_nothing(QUIET).await;
+
+    // Once A offers, B's answer goes through, exactly once.
+    a.send_json(&signal(
+        &b.id,
+        json!({"kind": "offer", "sdp": "v=0\r\n", "content": fresh_address()}),
+    ))
+    .await;
+    assert_eq!(b.recv().await["signal"]["from"], json!(a.id));
+    b.send_json(&signal(&a.id, answer.clone())).await;
+    assert_eq!(a.recv().await["signal"]["data"]["kind"], "answer");
+    b.send_json(&signal(&a.id, answer)).await;
+    b.expect_error("unexpected_answer").await;
+    a.expect_nothing(QUIET).await;
+
+    // A third peer cannot answer an offer made to B.
+    let mut c = broker.client().await;
+    a.send_json(&signal(
+        &b.id,
+        json!({"kind": "offer", "sdp": "v=0\r\n", "content": fresh_address()}),
+    ))
+    .await;
+    b.recv().await;
+    c.send_json(&signal(
+        &a.id,
+        json!({"kind": "ready_answer", "sdp": "v=0\r\n"}),
+    ))
+    .await;
+    c.expect_error("unexpected_answer").await;
+    a.expect_nothing(QUIET).await;
+    c.assert_usable().await;
+    assert_eq!(
+        broker
+            .metric("broker_errors_total{code=\"unexpected_answer\"}")
+            .await,
+        3
     );
 }

@@ -163,6 +163,8 @@ pub enum ErrorCode {
     Limit,
     /// Too many messages too fast; the message was dropped.
     RateLimited,
+    /// An answer to a peer that made the sender no offer.
+    UnexpectedAnswer,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -229,8 +231,39 @@ pub fn decode_client(text: &str) -> Result<ClientMsg, DecodeError> {
     })
 }
 
+/// Where a signal stands in the offer/answer exchange, as far as the
+/// broker cares: it relays an answer only to a peer that made an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalKind {
+    /// [`PeerSignal::Offer`].
+    Offer,
+    /// [`PeerSignal::Answer`] or [`PeerSignal::ReadyAnswer`].
+    Answer,
+    /// Anything else (candidates, byes, payloads of other clients).
+    Other,
+}
+
+/// The [`SignalKind`] of a `signal.data` payload, read from its `kind` tag
+/// alone; the rest stays opaque to the broker.
+pub fn signal_kind(data: &str) -> SignalKind {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_str::<Tag>(data)
+        .ok()
+        .and_then(|t| t.kind)
+        .as_deref()
+    {
+        Some("offer") => SignalKind::Offer,
+        Some("answer" | "ready_answer") => SignalKind::Answer,
+        _ => SignalKind::Other,
+    }
+}
+
 /// The payload peers put in `signal.data` (and in a ready offer). Only
-/// peers parse it.
+/// peers parse it; the broker reads its kind (see [`signal_kind`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PeerSignal {
@@ -295,6 +328,23 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         decode_client(text).unwrap_err().code
+    }
+
+    #[test]
+    fn signal_kinds_come_from_the_tag_alone() {
+        let offer = serde_json::to_string(&PeerSignal::Answer { sdp: "v=0".into() }).unwrap();
+        assert_eq!(signal_kind(&offer), SignalKind::Answer);
+        assert_eq!(
+            signal_kind(r#"{"sdp":"x","kind":"offer","content":"y"}"#),
+            SignalKind::Offer
+        );
+        assert_eq!(
+            signal_kind(r#"{"kind":"ready_answer","sdp":"x"}"#),
+            SignalKind::Answer
+        );
+        assert_eq!(signal_kind(r#"{"kind":"candidate"}"#), SignalKind::Other);
+        assert_eq!(signal_kind(r#"{"t":"1"}"#), SignalKind::Other);
+        assert_eq!(signal_kind("[1,2]"), SignalKind::Other);
     }
 
     #[test]

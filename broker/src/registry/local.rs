@@ -40,6 +40,21 @@ struct Index {
     held_addresses: u64,
     /// Each holder's ready offer, handed to the next wanter it meets.
     ready: HashMap<PeerId, Box<RawValue>>,
+    /// Answerer -> peers whose offers it may answer, oldest first.
+    offers: HashMap<PeerId, Vec<PeerId>>,
+}
+
+/// Unanswered offers remembered per answerer; older ones are forgotten.
+const MAX_OPEN_OFFERS: usize = 32;
+
+impl Index {
+    fn offer(&mut self, offerer: PeerId, answerer: PeerId) {
+        let open = self.offers.entry(answerer).or_default();
+        if open.len() == MAX_OPEN_OFFERS {
+            open.remove(0);
+        }
+        open.push(offerer);
+    }
 }
 
 #[derive(Default)]
@@ -117,6 +132,7 @@ impl LocalRegistry {
         index.by_content.is_empty()
             && index.by_peer.is_empty()
             && index.ready.is_empty()
+            && index.offers.is_empty()
             && self.topics.read().expect("topics lock").is_empty()
     }
 }
@@ -167,6 +183,7 @@ impl Index {
         let offer = self.ready.remove(&holder);
         if offer.is_some() {
             metrics.ready_offers.fetch_add(1, Relaxed);
+            self.offer(holder, wanter);
             out.push((holder, encode(&ServerMsg::OfferTaken { by: wanter })));
         }
         out.push((
@@ -248,6 +265,7 @@ impl Registry for LocalRegistry {
         {
             let mut index = self.index.lock().expect("index lock");
             index.ready.remove(&peer);
+            index.offers.remove(&peer);
             if let Some(pc) = index.by_peer.remove(&peer) {
                 for content in pc.holds {
                     index.remove_holder(peer, content, &mut out);
@@ -383,6 +401,43 @@ impl Registry for LocalRegistry {
         }
         index.drop_peer_if_empty(&peer);
         index.remove_wanter(peer, content);
+    }
+
+    async fn offered(&self, offerer: PeerId, answerer: PeerId) {
+        if self
+            .topics
+            .read()
+            .expect("topics lock")
+            .contains_key(&answerer)
+        {
+            self.index
+                .lock()
+                .expect("index lock")
+                .offer(offerer, answerer);
+        }
+    }
+
+    async fn answering(&self, answerer: PeerId, offerer: PeerId) -> Result<bool, RegistryError> {
+        if !self
+            .topics
+            .read()
+            .expect("topics lock")
+            .contains_key(&offerer)
+        {
+            return Err(RegistryError::UnknownPeer(offerer));
+        }
+        let mut index = self.index.lock().expect("index lock");
+        let Some(open) = index.offers.get_mut(&answerer) else {
+            return Ok(false);
+        };
+        let Some(at) = open.iter().position(|p| *p == offerer) else {
+            return Ok(false);
+        };
+        open.remove(at);
+        if open.is_empty() {
+            index.offers.remove(&answerer);
+        }
+        Ok(true)
     }
 
     async fn ready(&self, peer: PeerId, offer: Box<RawValue>) {

@@ -101,6 +101,18 @@ pub trait Registry: Send + Sync + 'static {
     /// Records that `peer` stopped wanting `content`.
     fn unwant(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send;
 
+    /// Records that `offerer` sent `answerer` an offer (or that `answerer`
+    /// was handed `offerer`'s ready offer), so `answerer` may answer it once.
+    fn offered(&self, offerer: PeerId, answerer: PeerId) -> impl Future<Output = ()> + Send;
+
+    /// Uses up `answerer`'s right to answer an offer from `offerer`:
+    /// `Ok(false)` if it has none, an error if `offerer` is not connected.
+    fn answering(
+        &self,
+        answerer: PeerId,
+        offerer: PeerId,
+    ) -> impl Future<Output = Result<bool, RegistryError>> + Send;
+
     /// Keeps `offer` (replacing any earlier one) for the next wanter
     /// `peer` is introduced to; the introduction carries it, and `peer` is
     /// told who took it.
@@ -149,6 +161,18 @@ impl<R: Registry> Registry for Arc<R> {
 
     fn unwant(&self, peer: PeerId, content: ContentId) -> impl Future<Output = ()> + Send {
         R::unwant(self, peer, content)
+    }
+
+    fn offered(&self, offerer: PeerId, answerer: PeerId) -> impl Future<Output = ()> + Send {
+        R::offered(self, offerer, answerer)
+    }
+
+    fn answering(
+        &self,
+        answerer: PeerId,
+        offerer: PeerId,
+    ) -> impl Future<Output = Result<bool, RegistryError>> + Send {
+        R::answering(self, answerer, offerer)
     }
 
     fn ready(&self, peer: PeerId, offer: Box<RawValue>) -> impl Future<Output = ()> + Send {
