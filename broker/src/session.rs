@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::admission::Admission;
 use crate::metrics::Metrics;
 use crate::rate::{RateLimit, Verdict};
-use crate::registry::{encode, Inbox, Mailbox, Next, Outbound, Registry};
+use crate::registry::{encode, encode_signal, Inbox, Mailbox, Next, Outbound, Registry};
 use crate::upgrade::Socket;
 use crate::State;
 
@@ -343,10 +343,7 @@ impl<R: Registry> Session<R> {
                     },
                     SignalKind::Other => {}
                 }
-                let text = encode(&ServerMsg::Signal {
-                    from: self.id,
-                    data,
-                });
+                let text = encode_signal(self.id, &data);
                 let result = registry.publish(to, text).await;
                 if result.is_ok() {
                     self.state.metrics.relayed.fetch_add(1, Relaxed);

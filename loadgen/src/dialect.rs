@@ -1,8 +1,9 @@
 //! How each server under test names peers and relays a signal.
 //!
-//! Every server relays the same opaque payload, `{"t":"<send time>",
-//! "pad":"…"}`, about the size of an ICE candidate. The send time is a
-//! string because matchbox re-serializes JSON numbers.
+//! Every server relays the same payload, `{"kind":"candidate","t":"<send
+//! time>","pad":"…"}`, shaped and sized like a trickled ICE candidate (our
+//! broker reads the kind). The send time is a string because matchbox
+//! re-serializes JSON numbers.
 
 use clap::ValueEnum;
 
@@ -69,7 +70,10 @@ impl Server {
                 "}}",
             ),
         };
-        let before = format!("{head}{{{}", std::str::from_utf8(STAMP_KEY).unwrap());
+        let before = format!(
+            "{head}{{\"kind\":\"candidate\",{}",
+            std::str::from_utf8(STAMP_KEY).unwrap()
+        );
         let after = format!("\",\"pad\":\"{}\"}}{tail}", "x".repeat(pad));
         (before.into_bytes(), after.into_bytes())
     }
