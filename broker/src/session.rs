@@ -115,9 +115,9 @@ async fn serve_as<R: Registry>(
                 // Boxed like message handling below: writing needs state
                 // only while it runs.
                 match Box::pin(write_batch(&mut ws, out, &queue, &state.metrics)).await {
-                    Ok(None) => {}
-                    Ok(Some(())) => break None,
-                    Err(Stuck) => {
+                    Ok(()) => {}
+                    Err(WriteFailed::Socket) => break None,
+                    Err(WriteFailed::Stuck) => {
                         tracing::debug!("writes stalled; dropping");
                         break Some((CLOSE_POLICY, "too slow: writes stalled; reconnect".to_owned()));
                     }
@@ -191,8 +191,13 @@ async fn serve_as<R: Registry>(
     tracing::debug!("disconnected");
 }
 
-/// Writes were blocked for [`WRITE_TIMEOUT`]: the peer stopped reading.
-struct Stuck;
+/// Why a write ended the connection.
+enum WriteFailed {
+    /// The socket failed.
+    Socket,
+    /// Writes were blocked for [`WRITE_TIMEOUT`]: the peer stopped reading.
+    Stuck,
+}
 
 /// How long a write may wait for the peer to take our bytes.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,14 +205,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Writes `first` and everything else already queued, then flushes once:
 /// messages decided together (a holder count and an introduction) leave
 /// in one TCP segment. Flushed one by one, the second would wait for the
-/// peer's delayed ACK of the first (Nagle), about 40 ms. `Some` when the
-/// connection is finished (a queued close, or the socket failed).
+/// peer's delayed ACK of the first (Nagle), about 40 ms.
 async fn write_batch(
     ws: &mut Socket,
     first: Outbound,
     queue: &Inbox,
     metrics: &Metrics,
-) -> Result<Option<()>, Stuck> {
+) -> Result<(), WriteFailed> {
     let write = async {
         let mut out = first;
         loop {
@@ -217,34 +221,24 @@ async fn write_batch(
                     Message::Text(text)
                 }
                 Outbound::Ping => Message::Ping(Default::default()),
-                Outbound::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code: code.into(),
-                        reason: reason.into(),
-                    };
-                    let _ = ws.send(Message::Close(Some(frame))).await;
-                    return Some(());
-                }
             };
-            if ws.feed(msg).await.is_err() {
-                return Some(());
-            }
+            ws.feed(msg).await.map_err(|_| WriteFailed::Socket)?;
             match queue.try_recv() {
                 Some(next) => out = next,
                 None => break,
             }
         }
-        ws.flush().await.is_err().then_some(())
+        ws.flush().await.map_err(|_| WriteFailed::Socket)
     };
     let mut write = std::pin::pin!(write);
     // Nearly every write completes at once; only one that must wait for
     // the peer needs a timer.
     if let Some(done) = (&mut write).now_or_never() {
-        return Ok(done);
+        return done;
     }
     tokio::time::timeout(WRITE_TIMEOUT, write)
         .await
-        .map_err(|_| Stuck)
+        .map_err(|_| WriteFailed::Stuck)?
 }
 
 /// Sends the close frame and waits for the peer's (best effort: it may be

@@ -100,7 +100,6 @@ fn drain(rx: &Inbox) -> Vec<Value> {
     while let Some(msg) = rx.try_recv() {
         match msg {
             Outbound::Text(text) => out.push(serde_json::from_str(&text).unwrap()),
-            Outbound::Close(code, reason) => panic!("unexpected close {code} {reason}"),
             Outbound::Ping => panic!("the registry never pings"),
         }
     }

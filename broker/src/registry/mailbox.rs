@@ -60,7 +60,7 @@ pub struct Gone;
 pub enum Next {
     /// A frame to write.
     Frame(Outbound),
-    /// The peer overflowed its queue (or was killed otherwise) and must go.
+    /// The peer overflowed its queue and must go.
     Killed,
 }
 
@@ -101,12 +101,6 @@ impl Mailbox {
         };
         shared.waker.wake();
         Ok(sent)
-    }
-
-    /// Tells the session to end the connection.
-    pub fn kill(&self) {
-        self.shared.killed.store(true, Ordering::Release);
-        self.shared.waker.wake();
     }
 }
 
@@ -196,10 +190,13 @@ mod unit {
         sender.try_send(text("x")).unwrap();
         assert!(wait.await.unwrap());
 
-        let (mailbox, inbox) = Mailbox::new(4);
+        let (mailbox, inbox) = Mailbox::new(1);
+        mailbox.try_send(text("x")).unwrap();
+        assert!(matches!(inbox.recv().await, Next::Frame(_)));
         let wait = tokio::spawn(async move { matches!(inbox.recv().await, Next::Killed) });
         tokio::task::yield_now().await;
-        mailbox.kill();
+        mailbox.try_send(text("y")).unwrap();
+        mailbox.try_send(text("z")).unwrap();
         assert!(wait.await.unwrap());
     }
 

@@ -28,8 +28,6 @@ pub enum Outbound {
     Text(Text),
     /// A WebSocket ping (liveness check).
     Ping,
-    /// Close the connection with this code and reason.
-    Close(u16, String),
 }
 
 /// A server message as the text frame every outbox carries.
