@@ -36,6 +36,28 @@ pub struct PeerStats {
     pub bytes_to_peers: u64,
 }
 
+/// Asserts that a `len`-byte text went from `holder` to `fetcher` over data
+/// channels, while the broker's WebSocket traffic during the fetch
+/// (`ws_bytes`, in and out) stayed below it: content never goes through
+/// the broker.
+pub fn assert_peer_to_peer(len: u64, holder: PeerStats, fetcher: PeerStats, ws_bytes: f64) {
+    assert!(
+        fetcher.bytes_from_peers >= len,
+        "B received only {} bytes over data channels for a {len}-byte text",
+        fetcher.bytes_from_peers
+    );
+    assert!(
+        holder.bytes_to_peers >= len,
+        "A sent only {} bytes over data channels for a {len}-byte text",
+        holder.bytes_to_peers
+    );
+    assert!(
+        ws_bytes < len as f64,
+        "the broker relayed {ws_bytes} WebSocket bytes while B loaded a {len}-byte text: \
+         content must not go through the broker"
+    );
+}
+
 /// One browser.
 pub struct Visitor {
     name: String,

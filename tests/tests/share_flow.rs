@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use tests::text::random_text;
+use tests::visitor::assert_peer_to_peer;
 use tests::{is_content_path, Broker, ChromeDriver, Visitor};
 
 /// Much more than the signaling of one fetch, so that the broker's byte
@@ -64,21 +65,7 @@ async fn share_flow() {
         "B got it: {len} bytes of text; B {b_stats:?}; A {a_stats:?}; \
          broker WebSocket bytes in+out during B's load: {ws_delta}"
     ));
-    assert!(
-        b_stats.bytes_from_peers >= len,
-        "B received only {} bytes over data channels for a {len}-byte text",
-        b_stats.bytes_from_peers
-    );
-    assert!(
-        a_stats.bytes_to_peers >= len,
-        "A sent only {} bytes over data channels for a {len}-byte text",
-        a_stats.bytes_to_peers
-    );
-    assert!(
-        ws_delta < len as f64,
-        "the broker relayed {ws_delta} WebSocket bytes while B loaded a {len}-byte text: \
-         content must not go through the broker"
-    );
+    assert_peer_to_peer(len, a_stats, b_stats, ws_delta);
     // A prepared an offer while waiting; B answered it instead of offering.
     assert_eq!(metric(&broker, "broker_ready_offers_total"), 1.0);
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::text::random_text;
+use tests::visitor::assert_peer_to_peer;
 use tests::{is_content_path, Broker, ChromeDriver, Nginx, Visitor};
 
 /// Much more than the signaling of one fetch, so that the broker's byte
@@ -74,21 +75,7 @@ async fn share_over_tls_proxy() {
     let ws_delta = broker.ws_bytes().expect("metrics") - ws_before;
     let (a_stats, b_stats) = (a.peer_stats().await, b.peer_stats().await);
     println!("B got {len} bytes; B {b_stats:?}; A {a_stats:?}; broker WebSocket bytes: {ws_delta}");
-    assert!(
-        b_stats.bytes_from_peers >= len,
-        "B received only {} bytes over data channels for a {len}-byte text",
-        b_stats.bytes_from_peers
-    );
-    assert!(
-        a_stats.bytes_to_peers >= len,
-        "A sent only {} bytes over data channels for a {len}-byte text",
-        a_stats.bytes_to_peers
-    );
-    assert!(
-        ws_delta < len as f64,
-        "the broker relayed {ws_delta} WebSocket bytes while B loaded a {len}-byte text: \
-         content must not go through the broker"
-    );
+    assert_peer_to_peer(len, a_stats, b_stats, ws_delta);
     assert_eq!(
         broker.metric("broker_ready_offers_total").expect("metrics"),
         1.0,
