@@ -1,20 +1,30 @@
 //! The wanter's side of a transfer, as a state machine without I/O:
-//! want -> connect -> receive -> verify -> hold.
+//! want -> connect -> receive -> verify -> store -> hold.
 //!
 //! The browser layer feeds it [`Input`]s (introductions, channel events,
-//! frames, clock ticks) and carries out the [`Action`]s it returns (open a
-//! connection, send a request, drop a holder, ask the broker for more
-//! holders, hand over the verified content). Nothing reaches `Complete`
-//! without passing the manifest check against the address and the hash
-//! check of every chunk.
+//! frames, availability, clock ticks) and carries out the [`Action`]s it
+//! returns (open a connection, send a request, drop a holder, ask the
+//! broker for more holders, store a verified chunk). Nothing is handed out
+//! without passing the manifest check against the address, and no chunk
+//! without passing its hash check. Verified chunks leave at once
+//! ([`Action::Store`]): the machine itself keeps at most one partial chunk
+//! per holder, however big the content.
+//!
+//! Chunks are drawn from up to [`MAX_SOURCES`] holders at once, each told
+//! what it has (`Reply::Has` / `Reply::Got`), rarest first (see
+//! [`scheduler`]). Holders that send bad data are banned for the rest of
+//! the download; holders that vanish cost only their chunks in flight.
 
 use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+use crate::availability::Availability;
 use crate::ids::{ChunkHash, ContentId, PeerId};
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::transfer::{Assembly, Frame, FrameKind, Reply, Request};
+
+pub mod scheduler;
 
 /// Most holders a download draws from at once.
 pub const MAX_SOURCES: usize = 4;
@@ -26,7 +36,7 @@ pub const PREFETCH: u32 = 4;
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A holder that owes data and sends nothing for this long is dropped.
 pub const STALL_TIMEOUT_MS: u64 = 5_000;
-/// With holders online but none connected, ask the broker again this often.
+/// While more holders could help, ask the broker again this often.
 pub const WANT_RETRY_MS: u64 = 2_000;
 
 /// Something that happened, reported by the browser layer.
@@ -65,15 +75,24 @@ pub enum Action {
     },
     /// Ask the broker to introduce this many more holders.
     Want(u8),
-    /// Every byte arrived and was verified.
-    Complete {
+    /// The manifest arrived and matches the address: set up storage. From
+    /// now on this peer can serve the manifest and the chunks it stores.
+    Manifest {
         /// The verified manifest.
         manifest: Manifest,
         /// Its exact bytes (their hash is the address).
         manifest_bytes: Vec<u8>,
-        /// The verified content.
-        data: Vec<u8>,
     },
+    /// Chunk `index` arrived and matches its hash: store it (the download
+    /// keeps no copy) and tell the peers we serve.
+    Store {
+        /// Chunk index.
+        index: u32,
+        /// The verified bytes.
+        bytes: Vec<u8>,
+    },
+    /// Every chunk was verified and stored.
+    Complete,
 }
 
 /// What the user should see.
@@ -85,7 +104,7 @@ pub enum Status {
     Gone,
     /// Opening a connection to a holder.
     Connecting,
-    /// Data is arriving.
+    /// Data is arriving, or waiting for a holder of what is missing.
     Receiving {
         /// Verified bytes so far.
         received: u64,
@@ -93,16 +112,21 @@ pub enum Status {
         total: u64,
         /// Holders currently connected.
         sources: u32,
+        /// Holders with chunks requested and not yet delivered.
+        sending: u32,
+        /// `[start, end)` byte ranges that no connected holder has: the
+        /// download waits for a holder of them to appear.
+        missing: Vec<(u64, u64)>,
     },
     /// Everything arrived and matched the address.
     Verified,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Missing,
     Requested,
-    Done(Vec<u8>),
+    Done,
 }
 
 #[derive(Debug)]
@@ -117,13 +141,34 @@ struct Source {
     /// SHA-256 of the chunk arriving so far: hashing frame by frame leaves
     /// little to do when the last frame lands.
     hasher: Sha256,
+    /// What it has, once it said.
+    has: Option<Availability>,
+    /// Whether its availability was asked for (or comes with the manifest).
+    asked_has: bool,
+    /// It sent the manifest and sends its leading chunks after its `Has`.
+    prefetching: bool,
+}
+
+impl Source {
+    fn new(now: u64) -> Self {
+        Source {
+            open: false,
+            last_progress: now,
+            in_flight: Vec::new(),
+            assembly: None,
+            hasher: Sha256::new(),
+            has: None,
+            asked_has: false,
+            prefetching: false,
+        }
+    }
 }
 
 /// One download. See the module docs.
 #[derive(Debug)]
 pub struct Download {
     content: ContentId,
-    manifest: Option<(Manifest, Vec<u8>)>,
+    manifest: Option<Manifest>,
     manifest_from: Option<PeerId>,
     slots: Vec<Slot>,
     verified_bytes: u64,
@@ -131,13 +176,16 @@ pub struct Download {
     banned: HashSet<PeerId>,
     holders_online: Option<u32>,
     last_want: u64,
+    /// Where ties in the chunk order start (random per download).
+    start: u32,
     complete: bool,
 }
 
 impl Download {
     /// Starts a download. The caller has sent (or is sending) a `want` for
-    /// one holder; `now` is a millisecond clock.
-    pub fn new(content: ContentId, now: u64) -> Self {
+    /// one holder; `now` is a millisecond clock; `seed` is random and picks
+    /// where in the content this download starts.
+    pub fn new(content: ContentId, now: u64, seed: u32) -> Self {
         Download {
             content,
             manifest: None,
@@ -148,6 +196,7 @@ impl Download {
             banned: HashSet::new(),
             holders_online: None,
             last_want: now,
+            start: seed,
             complete: false,
         }
     }
@@ -159,7 +208,7 @@ impl Download {
 
     /// The verified manifest, once it arrived.
     pub fn manifest(&self) -> Option<&Manifest> {
-        self.manifest.as_ref().map(|(m, _)| m)
+        self.manifest.as_ref()
     }
 
     /// Whether this holder was caught sending bad data.
@@ -173,12 +222,17 @@ impl Download {
             return Status::Verified;
         }
         let open = self.sources.values().filter(|s| s.open).count() as u32;
-        if open > 0 {
-            let total = self.manifest().map_or(0, |m| m.size);
+        if self.manifest.is_some() || open > 0 {
             return Status::Receiving {
                 received: self.verified_bytes,
-                total,
+                total: self.manifest.as_ref().map_or(0, |m| m.size),
                 sources: open,
+                sending: self
+                    .sources
+                    .values()
+                    .filter(|s| s.open && !s.in_flight.is_empty())
+                    .count() as u32,
+                missing: self.missing(),
             };
         }
         if !self.sources.is_empty() {
@@ -188,6 +242,25 @@ impl Download {
             Some(0) => Status::Gone,
             _ => Status::Looking,
         }
+    }
+
+    /// Byte ranges no connected holder has, once every connected holder
+    /// said what it has (before that, nothing is known to be missing).
+    fn missing(&self) -> Vec<(u64, u64)> {
+        let Some(m) = &self.manifest else {
+            return Vec::new();
+        };
+        if self.sources.values().any(|s| s.has.is_none()) {
+            return Vec::new();
+        }
+        let unheld = (0..m.chunk_count()).filter(|&i| {
+            self.slots[i as usize] == Slot::Missing && !self.sources.values().any(|s| has(s, i))
+        });
+        let chunk = m.chunk_size as u64;
+        scheduler::ranges(unheld)
+            .into_iter()
+            .map(|(a, b)| (a as u64 * chunk, (b as u64 * chunk).min(m.size)))
+            .collect()
     }
 
     /// Decides now what to ask of a holder that answers before its channel
@@ -206,24 +279,13 @@ impl Download {
                 prefetch: PREFETCH,
             });
         }
-        let mut indices = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if src.in_flight.len() + indices.len() >= PIPELINE {
-                break;
-            }
-            if matches!(slot, Slot::Missing) {
-                *slot = Slot::Requested;
-                indices.push(i as u32);
-            }
-        }
-        if indices.is_empty() {
+        if src.asked_has {
             return None;
         }
+        src.asked_has = true;
         src.last_progress = now;
-        src.in_flight.extend_from_slice(&indices);
-        Some(Request::Chunks {
+        Some(Request::Has {
             content: self.content,
-            indices,
         })
     }
 
@@ -243,16 +305,7 @@ impl Download {
                     && !self.sources.contains_key(&peer)
                     && self.sources.len() < MAX_SOURCES
                 {
-                    self.sources.insert(
-                        peer,
-                        Source {
-                            open: false,
-                            last_progress: now,
-                            in_flight: Vec::new(),
-                            assembly: None,
-                            hasher: Sha256::new(),
-                        },
-                    );
+                    self.sources.insert(peer, Source::new(now));
                     out.push(Action::Connect(peer));
                 }
             }
@@ -272,11 +325,7 @@ impl Download {
             }
             Input::Reply(peer, reply) => {
                 if self.sources.contains_key(&peer) {
-                    let why = match reply {
-                        Reply::Missing { .. } => "the holder no longer has this content".to_owned(),
-                        Reply::Refused { message } => format!("the holder refused: {message}"),
-                    };
-                    self.drop_source(peer, Some(why), now, &mut out);
+                    self.on_reply(peer, reply, now, &mut out);
                 }
             }
             Input::Lost(peer, _why) => {
@@ -292,6 +341,55 @@ impl Download {
             Input::Tick => self.check_timeouts(now, &mut out),
         }
         out
+    }
+
+    fn on_reply(&mut self, peer: PeerId, reply: Reply, now: u64, out: &mut Vec<Action>) {
+        let why = match reply {
+            Reply::Has { content, chunks } if content == self.content => {
+                let Some(m) = &self.manifest else {
+                    return self.ban(
+                        peer,
+                        "said what it has before the manifest".into(),
+                        now,
+                        out,
+                    );
+                };
+                let has = match Availability::from_have(&chunks, m.chunk_count()) {
+                    Ok(has) => has,
+                    Err(e) => return self.ban(peer, e.to_string(), now, out),
+                };
+                let src = self.sources.get_mut(&peer).expect("checked by caller");
+                if std::mem::take(&mut src.prefetching) {
+                    // The leading chunks it has follow, unasked.
+                    let leading = m.chunk_count().min(PREFETCH);
+                    src.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
+                    for &i in &src.in_flight {
+                        self.slots[i as usize] = Slot::Requested;
+                    }
+                }
+                src.has = Some(has);
+                src.last_progress = now;
+                return self.schedule(now, out);
+            }
+            Reply::Got { content, index } if content == self.content => {
+                let src = self.sources.get_mut(&peer).expect("checked by caller");
+                // Not asked: ignored.
+                let Some(has) = &mut src.has else { return };
+                if has.insert(index) {
+                    return self.schedule(now, out);
+                }
+                return self.ban(
+                    peer,
+                    format!("said it gained chunk {index}, which does not exist"),
+                    now,
+                    out,
+                );
+            }
+            Reply::Has { .. } | Reply::Got { .. } => return,
+            Reply::Missing { .. } => "the holder no longer has this content".to_owned(),
+            Reply::Refused { message } => format!("the holder refused: {message}"),
+        };
+        self.drop_source(peer, Some(why), now, out);
     }
 
     fn on_frame(
@@ -320,24 +418,26 @@ impl Download {
                     src.assembly = None;
                     let manifest =
                         Manifest::verify(&self.content, &bytes).map_err(|e| e.to_string())?;
-                    self.slots = (0..manifest.chunk_count()).map(|_| Slot::Missing).collect();
-                    // The holder sends the leading chunks along unasked.
-                    let prefetched = manifest.chunk_count().min(PREFETCH);
-                    src.in_flight = (0..prefetched).collect();
-                    for slot in &mut self.slots[..prefetched as usize] {
-                        *slot = Slot::Requested;
-                    }
+                    // Its `Has` comes next, then the leading chunks it has.
+                    src.prefetching = true;
+                    src.asked_has = true;
+                    self.slots = vec![Slot::Missing; manifest.chunk_count() as usize];
                     let many = manifest.chunk_count() > 1;
-                    self.manifest = Some((manifest, bytes));
+                    self.manifest = Some(manifest.clone());
+                    out.push(Action::Manifest {
+                        manifest,
+                        manifest_bytes: bytes,
+                    });
                     if many && self.sources.len() < MAX_SOURCES {
                         // Big content: draw from several holders at once.
+                        self.last_want = now;
                         out.push(Action::Want((MAX_SOURCES - self.sources.len()) as u8));
                     }
                     self.schedule(now, out);
                 }
             }
             FrameKind::Chunk => {
-                let Some((manifest, _)) = &self.manifest else {
+                let Some(manifest) = &self.manifest else {
                     return Err("sent a chunk before the manifest".into());
                 };
                 if src.in_flight.first() != Some(&frame.index) {
@@ -366,7 +466,11 @@ impl Download {
                     }
                     src.in_flight.remove(0);
                     self.verified_bytes += bytes.len() as u64;
-                    self.slots[frame.index as usize] = Slot::Done(bytes);
+                    self.slots[frame.index as usize] = Slot::Done;
+                    out.push(Action::Store {
+                        index: frame.index,
+                        bytes,
+                    });
                     self.schedule(now, out);
                 }
             }
@@ -374,11 +478,11 @@ impl Download {
         Ok(())
     }
 
-    /// Hands out missing chunks (lowest index first, so text and media can
-    /// show early) to open holders with room in their pipeline, or asks for
-    /// the manifest first.
+    /// Asks for the manifest first; then asks every open holder what it
+    /// has, and hands missing chunks to holders with room in their
+    /// pipeline (see [`scheduler`]).
     fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
-        if self.manifest.is_none() {
+        let Some(manifest) = &self.manifest else {
             if self.manifest_from.is_none() {
                 if let Some((&peer, _)) = self.sources.iter().find(|(_, s)| s.open) {
                     self.manifest_from = Some(peer);
@@ -392,63 +496,65 @@ impl Download {
                 }
             }
             return;
+        };
+        if self.slots.iter().all(|s| *s == Slot::Done) {
+            return self.finish(out);
         }
-        if self.slots.iter().all(|s| matches!(s, Slot::Done(_))) {
-            self.finish(out);
-            return;
+        let count = manifest.chunk_count();
+        let mut rarity = vec![0u16; count as usize];
+        for has in self.sources.values().filter_map(|s| s.has.as_ref()) {
+            for (i, r) in rarity.iter_mut().enumerate() {
+                *r += u16::from(has.contains(i as u32));
+            }
         }
-        let mut next = 0usize;
         for (&peer, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
-            let mut indices = Vec::new();
-            while src.in_flight.len() + indices.len() < PIPELINE {
-                while next < self.slots.len() && !matches!(self.slots[next], Slot::Missing) {
-                    next += 1;
-                }
-                if next == self.slots.len() {
-                    break;
-                }
-                self.slots[next] = Slot::Requested;
-                indices.push(next as u32);
-            }
-            if !indices.is_empty() {
-                if src.in_flight.is_empty() {
-                    // Stall timing starts when the holder owes us something.
+            let Some(has) = &src.has else {
+                if !std::mem::replace(&mut src.asked_has, true) {
                     src.last_progress = now;
+                    out.push(Action::Send(
+                        peer,
+                        Request::Has {
+                            content: self.content,
+                        },
+                    ));
                 }
-                src.in_flight.extend_from_slice(&indices);
-                out.push(Action::Send(
-                    peer,
-                    Request::Chunks {
-                        content: self.content,
-                        indices,
-                    },
-                ));
+                continue;
+            };
+            if src.prefetching {
+                continue;
             }
+            let room = PIPELINE.saturating_sub(src.in_flight.len());
+            let slots = &self.slots;
+            let indices = scheduler::pick(has, &rarity, self.start, room, |i| {
+                slots[i as usize] == Slot::Missing
+            });
+            if indices.is_empty() {
+                continue;
+            }
+            for &i in &indices {
+                self.slots[i as usize] = Slot::Requested;
+            }
+            if src.in_flight.is_empty() {
+                // Stall timing starts when the holder owes us something.
+                src.last_progress = now;
+            }
+            src.in_flight.extend_from_slice(&indices);
+            out.push(Action::Send(
+                peer,
+                Request::Chunks {
+                    content: self.content,
+                    indices,
+                },
+            ));
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Action>) {
-        let (manifest, manifest_bytes) = self.manifest.take().expect("finish needs the manifest");
-        let mut data = Vec::new();
-        for slot in self.slots.drain(..) {
-            if let Slot::Done(bytes) = slot {
-                if data.is_empty() {
-                    // One chunk (a typical page): no copy.
-                    data = bytes;
-                } else {
-                    data.extend_from_slice(&bytes);
-                }
-            }
-        }
         self.complete = true;
         for peer in std::mem::take(&mut self.sources).into_keys() {
             out.push(Action::Disconnect { peer, reason: None });
         }
-        out.push(Action::Complete {
-            manifest,
-            manifest_bytes,
-            data,
-        });
+        out.push(Action::Complete);
     }
 
     fn ban(&mut self, peer: PeerId, why: String, now: u64, out: &mut Vec<Action>) {
@@ -501,18 +607,44 @@ impl Download {
             // A stalled holder is not trusted again during this download.
             self.ban(peer, why, now, out);
         }
-        if self.sources.is_empty()
-            && self.holders_online.is_some_and(|n| n > 0)
-            && now.saturating_sub(self.last_want) >= WANT_RETRY_MS
-        {
-            self.last_want = now;
-            out.push(Action::Want(1));
+        if now.saturating_sub(self.last_want) >= WANT_RETRY_MS {
+            if let Some(n) = self.more_holders() {
+                self.last_want = now;
+                out.push(Action::Want(n));
+            }
         }
     }
 
-    fn owes_data(&self, peer: &PeerId, src: &Source) -> bool {
-        !src.in_flight.is_empty() || (self.manifest.is_none() && self.manifest_from == Some(*peer))
+    /// How many more holders to ask the broker for, if any: one while we
+    /// have none and some are online; for content of several chunks, as
+    /// many as there are online holders we are not connected to (up to
+    /// the cap). Holders that appear later are introduced by the broker on
+    /// its own, so this only catches up with ones we missed.
+    fn more_holders(&self) -> Option<u8> {
+        let online = self.holders_online?;
+        // Once it has the manifest, this peer counts itself as a holder.
+        let others = online.saturating_sub(u32::from(self.manifest.is_some()));
+        if self.sources.is_empty() {
+            return (others > 0).then_some(1);
+        }
+        let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
+        let known = (self.sources.len() + self.banned.len()) as u32;
+        let room = (MAX_SOURCES - self.sources.len()) as u32;
+        let n = others.saturating_sub(known).min(room);
+        (many && n > 0).then_some(n as u8)
     }
+
+    fn owes_data(&self, peer: &PeerId, src: &Source) -> bool {
+        !src.in_flight.is_empty()
+            || src.prefetching
+            || (src.asked_has && src.has.is_none())
+            || (self.manifest.is_none() && self.manifest_from == Some(*peer))
+    }
+}
+
+/// Whether `src` said it has chunk `i`.
+fn has(src: &Source, i: u32) -> bool {
+    src.has.as_ref().is_some_and(|h| h.contains(i))
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 //!   address: the SHA-256 of a [`manifest::Manifest`]).
 //! * [`signaling`]: messages between a peer and the broker (`ClientMsg`,
 //!   `ServerMsg`). None of them can carry content.
+//! * [`availability`]: which chunks a peer holds, as peers tell each other.
 //! * [`transfer`]: messages between two peers over an RTCDataChannel.
 //! * [`download`]: the want -> connect -> receive -> verify -> hold state
 //!   machine, free of browser types so that it is tested natively.
 
+pub mod availability;
 pub mod download;
 pub mod ids;
 pub mod manifest;

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::availability::Have;
 use crate::ids::ContentId;
 
 /// Largest data-channel message either side sends (16 KiB: safe across
@@ -30,15 +31,22 @@ pub const MAX_PREFETCH: u32 = 4;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Send the manifest of `content`, then its first `prefetch` chunks
-    /// (at most [`MAX_PREFETCH`]) without waiting for a second request:
-    /// small content then arrives in one round trip.
+    /// Send the manifest of `content` and which chunks you have
+    /// (`Reply::Has`), then those of its first `prefetch` chunks (at most
+    /// [`MAX_PREFETCH`]) that you have, without waiting for a second
+    /// request: small content then arrives in one round trip.
     Manifest {
         /// Address.
         content: ContentId,
         /// Leading chunks to send right after the manifest.
         #[serde(default)]
         prefetch: u32,
+    },
+    /// Say which chunks of `content` you hold (`Reply::Has`), then each
+    /// chunk you gain (`Reply::Got`) for as long as this channel is open.
+    Has {
+        /// Address.
+        content: ContentId,
     },
     /// Send these chunks of `content`, in this order.
     Chunks {
@@ -49,10 +57,25 @@ pub enum Request {
     },
 }
 
-/// Holder -> wanter, when a request cannot be served.
+/// Holder -> wanter: availability, or why a request cannot be served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
+    /// The chunks the holder has: sent after the manifest, and in answer
+    /// to `Request::Has`.
+    Has {
+        /// Address.
+        content: ContentId,
+        /// Which chunks.
+        chunks: Have,
+    },
+    /// The holder gained (verified) this chunk since its last `Has`.
+    Got {
+        /// Address.
+        content: ContentId,
+        /// Chunk index.
+        index: u32,
+    },
     /// The holder does not (or no longer) hold this content.
     Missing {
         /// Address.

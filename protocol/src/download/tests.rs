@@ -1,4 +1,7 @@
+use std::collections::HashMap;
+
 use super::*;
+use crate::availability::Have;
 use crate::transfer::Frame;
 use uuid::Uuid;
 
@@ -6,7 +9,7 @@ fn peer(n: u128) -> PeerId {
     PeerId(Uuid::from_u128(n))
 }
 
-/// Content plus the frames an honest holder sends for each request.
+/// Content split in chunks.
 struct Fixture {
     manifest: Manifest,
     data: Vec<u8>,
@@ -14,7 +17,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(len: usize, chunk_size: u32) -> Self {
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let manifest = Manifest::describe_with_chunk_size(&data, "text/plain", None, chunk_size);
         Fixture { manifest, data }
     }
@@ -23,62 +26,187 @@ impl Fixture {
         self.manifest.address()
     }
 
+    fn chunk(&self, i: u32) -> &[u8] {
+        let start = i as usize * self.manifest.chunk_size as usize;
+        &self.data[start..start + self.manifest.chunk_len(i)]
+    }
+
     fn manifest_frames(&self) -> Vec<Vec<u8>> {
         Frame::encode_all(FrameKind::Manifest, 0, &self.manifest.to_bytes()).collect()
     }
 
-    fn answer(&self, req: &Request) -> Vec<Vec<u8>> {
+    fn chunk_frames(&self, i: u32) -> Vec<Vec<u8>> {
+        Frame::encode_all(FrameKind::Chunk, i, self.chunk(i)).collect()
+    }
+}
+
+/// What a holder sends on its data channel.
+enum Msg {
+    Frame(Vec<u8>),
+    Reply(Reply),
+}
+
+/// An honest holder of some of the chunks (or a dishonest one that
+/// corrupts one chunk).
+struct Holder {
+    has: Availability,
+    corrupt: Option<u32>,
+    served: Vec<u32>,
+}
+
+impl Holder {
+    fn full(fx: &Fixture) -> Self {
+        Self::with(fx, 0..fx.manifest.chunk_count())
+    }
+
+    fn with(fx: &Fixture, chunks: impl IntoIterator<Item = u32>) -> Self {
+        let mut has = Availability::none(fx.manifest.chunk_count());
+        for i in chunks {
+            has.insert(i);
+        }
+        Holder {
+            has,
+            corrupt: None,
+            served: Vec::new(),
+        }
+    }
+
+    fn answer(&mut self, fx: &Fixture, req: &Request) -> Vec<Msg> {
+        let mut out = Vec::new();
+        let has = Msg::Reply(Reply::Has {
+            content: fx.address(),
+            chunks: self.has.to_have(),
+        });
         match req {
             Request::Manifest { prefetch, .. } => {
-                let mut frames = self.manifest_frames();
-                let leading = (0..self.manifest.chunk_count().min(*prefetch)).collect();
-                frames.extend(self.answer(&Request::Chunks {
-                    content: self.address(),
-                    indices: leading,
-                }));
-                frames
+                out.extend(fx.manifest_frames().into_iter().map(Msg::Frame));
+                out.push(has);
+                let leading: Vec<u32> = (0..fx.manifest.chunk_count().min(*prefetch))
+                    .filter(|&i| self.has.contains(i))
+                    .collect();
+                out.extend(self.chunks(fx, &leading));
             }
-            Request::Chunks { indices, .. } => indices
-                .iter()
-                .flat_map(|&i| {
-                    let start = i as usize * self.manifest.chunk_size as usize;
-                    let end = start + self.manifest.chunk_len(i);
-                    Frame::encode_all(FrameKind::Chunk, i, &self.data[start..end])
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
+            Request::Has { .. } => out.push(has),
+            Request::Chunks { indices, .. } => out.extend(self.chunks(fx, indices)),
         }
+        out
     }
-}
 
-/// Delivers every `Send` to the honest holder and feeds its frames back,
-/// until nothing is left to send. Returns the non-`Send` actions seen.
-fn pump(dl: &mut Download, fx: &Fixture, mut actions: Vec<Action>, now: u64) -> Vec<Action> {
-    let mut seen = Vec::new();
-    while let Some(action) = (!actions.is_empty()).then(|| actions.remove(0)) {
-        match action {
-            Action::Send(p, req) => {
-                for frame in fx.answer(&req) {
-                    actions.extend(dl.handle(Input::Frame(p, &frame), now));
+    fn chunks(&mut self, fx: &Fixture, indices: &[u32]) -> Vec<Msg> {
+        let mut out = Vec::new();
+        for &i in indices {
+            assert!(self.has.contains(i), "asked for chunk {i}, which it lacks");
+            self.served.push(i);
+            for mut frame in fx.chunk_frames(i) {
+                if self.corrupt == Some(i) {
+                    let last = frame.len() - 1;
+                    frame[last] ^= 0xff;
                 }
+                out.push(Msg::Frame(frame));
             }
-            other => seen.push(other),
         }
+        out
     }
-    seen
 }
 
-fn complete_data(actions: &[Action]) -> Option<&Vec<u8>> {
-    actions.iter().find_map(|a| match a {
-        Action::Complete { data, .. } => Some(data),
-        _ => None,
+/// Holders by peer, plus what the download stored.
+struct Swarm<'a> {
+    fx: &'a Fixture,
+    holders: HashMap<PeerId, Holder>,
+    stored: HashMap<u32, Vec<u8>>,
+    complete: bool,
+}
+
+impl<'a> Swarm<'a> {
+    fn new(fx: &'a Fixture) -> Self {
+        Swarm {
+            fx,
+            holders: HashMap::new(),
+            stored: HashMap::new(),
+            complete: false,
+        }
+    }
+
+    fn add(&mut self, p: PeerId, holder: Holder) {
+        self.holders.insert(p, holder);
+    }
+
+    /// Delivers every `Send` to its holder and feeds the answers back,
+    /// until nothing is left to send. Keeps stored chunks; returns the
+    /// other actions seen.
+    fn pump(&mut self, dl: &mut Download, mut actions: Vec<Action>, now: u64) -> Vec<Action> {
+        let mut seen = Vec::new();
+        while let Some(action) = (!actions.is_empty()).then(|| actions.remove(0)) {
+            match action {
+                Action::Send(p, req) => {
+                    let Some(holder) = self.holders.get_mut(&p) else {
+                        continue;
+                    };
+                    for msg in holder.answer(self.fx, &req) {
+                        actions.extend(match msg {
+                            Msg::Frame(f) => dl.handle(Input::Frame(p, &f), now),
+                            Msg::Reply(r) => dl.handle(Input::Reply(p, r), now),
+                        });
+                    }
+                }
+                Action::Store { index, bytes } => {
+                    assert!(
+                        self.fx.manifest.chunk_matches(index, &bytes),
+                        "stored a bad chunk {index}"
+                    );
+                    assert!(
+                        self.stored.insert(index, bytes).is_none(),
+                        "stored {index} twice"
+                    );
+                }
+                Action::Complete => {
+                    self.complete = true;
+                    seen.push(Action::Complete);
+                }
+                other => seen.push(other),
+            }
+        }
+        seen
+    }
+
+    /// The content rebuilt from stored chunks, once complete.
+    fn data(&self) -> Option<Vec<u8>> {
+        if !self.complete {
+            return None;
+        }
+        let mut data = Vec::new();
+        for i in 0..self.fx.manifest.chunk_count() {
+            data.extend_from_slice(&self.stored[&i]);
+        }
+        Some(data)
+    }
+
+    fn served_by(&self, p: PeerId) -> &[u32] {
+        &self.holders[&p].served
+    }
+}
+
+/// Introduces and opens `p`; returns the actions.
+fn join(dl: &mut Download, p: PeerId, now: u64) -> Vec<Action> {
+    assert_eq!(
+        dl.handle(Input::Introduced(p), now),
+        vec![Action::Connect(p)]
+    );
+    dl.handle(Input::Opened(p), now)
+}
+
+fn dropped_for(seen: &[Action], p: PeerId, needle: &str) -> bool {
+    seen.iter().any(|a| {
+        matches!(a, Action::Disconnect { peer, reason: Some(r) } if *peer == p && r.contains(needle))
     })
 }
 
 #[test]
 fn single_holder_happy_path() {
     let fx = Fixture::new(40_000, 256 * 1024);
-    let mut dl = Download::new(fx.address(), 0);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 7);
     assert_eq!(dl.status(), Status::Looking);
     assert_eq!(
         dl.handle(Input::Introduced(peer(1)), 0),
@@ -96,8 +224,9 @@ fn single_holder_happy_path() {
             }
         )]
     );
-    let seen = pump(&mut dl, &fx, actions, 6);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    let seen = swarm.pump(&mut dl, actions, 6);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(matches!(&seen[0], Action::Manifest { manifest, .. } if *manifest == fx.manifest));
     assert!(seen.contains(&Action::Disconnect {
         peer: peer(1),
         reason: None
@@ -109,109 +238,217 @@ fn single_holder_happy_path() {
 fn manifest_of_other_content_bans_the_holder() {
     let fx = Fixture::new(1000, 256 * 1024);
     let other = Fixture::new(1001, 256 * 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    dl.handle(Input::Introduced(peer(1)), 0);
-    let actions = dl.handle(Input::Opened(peer(1)), 0);
-    let seen = pump(&mut dl, &other, actions, 0);
+    let mut liar = Swarm::new(&other);
+    liar.add(peer(1), Holder::full(&other));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let actions = join(&mut dl, peer(1), 0);
+    let seen = liar.pump(&mut dl, actions, 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(
-        matches!(&seen[0], Action::Disconnect { reason: Some(r), .. } if r.contains("does not match"))
-    );
+    assert!(dropped_for(&seen, peer(1), "does not match"));
     assert!(seen.contains(&Action::Want(1)));
     // Introduced again, the bad holder is ignored.
     assert!(dl.handle(Input::Introduced(peer(1)), 1).is_empty());
     // An honest one completes the download.
-    dl.handle(Input::Introduced(peer(2)), 1);
-    let actions = dl.handle(Input::Opened(peer(2)), 1);
-    let seen = pump(&mut dl, &fx, actions, 2);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(2), Holder::full(&fx));
+    let actions = join(&mut dl, peer(2), 1);
+    swarm.pump(&mut dl, actions, 2);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
 }
 
 #[test]
-fn corrupted_chunk_is_never_delivered() {
-    let fx = Fixture::new(3000, 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    dl.handle(Input::Introduced(peer(1)), 0);
-    let actions = dl.handle(Input::Opened(peer(1)), 0);
-    let mut seen = Vec::new();
-    let mut queue = actions;
-    while let Some(action) = (!queue.is_empty()).then(|| queue.remove(0)) {
-        match action {
-            Action::Send(p, req) => {
-                for mut frame in fx.answer(&req) {
-                    if frame[0] == 2 {
-                        let last = frame.len() - 1;
-                        frame[last] ^= 0xff;
-                    }
-                    queue.extend(dl.handle(Input::Frame(p, &frame), 0));
-                }
-            }
-            other => seen.push(other),
-        }
-    }
-    assert!(complete_data(&seen).is_none());
+fn a_corrupted_chunk_is_never_stored_and_its_holder_is_dropped_for_good() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    let mut bad = Holder::full(&fx);
+    bad.corrupt = Some(5);
+    swarm.add(peer(1), bad);
+    swarm.add(peer(2), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let mut actions = join(&mut dl, peer(1), 0);
+    actions.extend(join(&mut dl, peer(2), 0));
+    let seen = swarm.pump(&mut dl, actions, 1);
     assert!(dl.is_banned(&peer(1)));
-    assert!(seen.iter().any(
-        |a| matches!(a, Action::Disconnect { reason: Some(r), .. } if r.contains("failed verification"))
-    ));
-    // Another holder fills in, starting over at the first missing chunk.
-    dl.handle(Input::Introduced(peer(2)), 1);
-    let actions = dl.handle(Input::Opened(peer(2)), 1);
-    let seen = pump(&mut dl, &fx, actions, 1);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    assert!(dropped_for(&seen, peer(1), "chunk 5 failed verification"));
+    // The honest holder filled in, chunk 5 included.
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(swarm.served_by(peer(2)).contains(&5));
 }
 
 #[test]
 fn several_holders_share_the_chunks() {
-    let fx = Fixture::new(16 * 1024, 1024);
-    let mut dl = Download::new(fx.address(), 0);
+    let fx = Fixture::new(32 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    for p in 1..=3 {
+        swarm.add(peer(p), Holder::full(&fx));
+    }
+    let mut dl = Download::new(fx.address(), 0, 0);
     dl.handle(Input::Introduced(peer(1)), 0);
-    dl.handle(Input::Opened(peer(1)), 0);
-    // Deliver only the manifest: the holder owes the prefetched chunks.
+    let first = dl.handle(Input::Opened(peer(1)), 0);
+    // Only the manifest and the availability: the rest is owed.
     let mut after_manifest = Vec::new();
     for frame in fx.manifest_frames() {
         after_manifest.extend(dl.handle(Input::Frame(peer(1), &frame), 0));
     }
-    assert_eq!(after_manifest, vec![Action::Want(3)]);
-    dl.handle(Input::Introduced(peer(2)), 0);
-    let second = dl.handle(Input::Opened(peer(2)), 0);
+    assert!(matches!(&after_manifest[0], Action::Manifest { .. }));
+    assert_eq!(after_manifest[1], Action::Want(3));
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::All,
+    };
+    let more = dl.handle(Input::Reply(peer(1), has), 0);
+    // The prefetched chunks 0..4 are owed; nothing else asked yet.
+    assert!(more.is_empty(), "{more:?}");
+    let mut actions = join(&mut dl, peer(2), 0);
     assert_eq!(
-        second,
+        actions,
         vec![Action::Send(
             peer(2),
-            Request::Chunks {
-                content: fx.address(),
-                indices: vec![4, 5, 6, 7]
+            Request::Has {
+                content: fx.address()
             }
         )]
     );
-    // The prefetched chunks 0..4 arrive from peer 1 as if requested.
-    let mut all = vec![Action::Send(
-        peer(1),
-        Request::Chunks {
-            content: fx.address(),
-            indices: vec![0, 1, 2, 3],
-        },
-    )];
-    all.extend(second);
-    let seen = pump(&mut dl, &fx, all, 1);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    actions.extend(join(&mut dl, peer(3), 0));
+    let Action::Send(_, Request::Manifest { .. }) = &first[0] else {
+        panic!("{first:?}")
+    };
+    // Peer 1 still sends its leading chunks, as the manifest request said.
+    let mut leading = Vec::new();
+    for i in 0..PREFETCH {
+        leading.extend(swarm.holders.get_mut(&peer(1)).unwrap().chunks(&fx, &[i]));
+    }
+    for msg in leading {
+        let Msg::Frame(f) = msg else { unreachable!() };
+        actions.extend(dl.handle(Input::Frame(peer(1), &f), 1));
+    }
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    for p in 1..=3 {
+        assert!(
+            swarm.served_by(peer(p)).len() >= 4,
+            "holder {p} served only {:?}",
+            swarm.served_by(peer(p))
+        );
+    }
+}
+
+#[test]
+fn rarest_chunks_are_asked_of_the_only_holder_that_has_them() {
+    let fx = Fixture::new(16 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    // Peer 2 has the first half; only peer 1 has the second.
+    swarm.add(peer(1), Holder::full(&fx));
+    swarm.add(peer(2), Holder::with(&fx, 0..8));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let actions = join(&mut dl, peer(2), 0);
+    swarm.pump(&mut dl, actions, 0);
+    let actions = join(&mut dl, peer(1), 1);
+    let Action::Send(_, Request::Has { .. }) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    let holder1 = swarm.holders.get_mut(&peer(1)).unwrap();
+    let Msg::Reply(has) = holder1.answer(&fx, &actions[0].request()).remove(0) else {
+        unreachable!()
+    };
+    let asked = dl.handle(Input::Reply(peer(1), has), 1);
+    let Some(Action::Send(p, Request::Chunks { indices, .. })) = asked.first() else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(*p, peer(1));
+    assert!(
+        indices.iter().all(|&i| i >= 8),
+        "asked peer 1 for {indices:?}"
+    );
+    swarm.pump(&mut dl, asked, 2);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+}
+
+impl Action {
+    fn request(&self) -> Request {
+        match self {
+            Action::Send(_, r) => r.clone(),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn partial_holders_serve_what_they_have_then_the_missing_part_is_reported_and_resumes() {
+    let fx = Fixture::new(8 * 1024 + 100, 1024);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::with(&fx, [0, 1, 2, 3, 6]));
+    let mut dl = Download::new(fx.address(), 0, 3);
+    dl.handle(Input::Holders(2), 0);
+    let actions = join(&mut dl, peer(1), 0);
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.stored.len(), 5);
+    let Status::Receiving {
+        received,
+        total,
+        sending,
+        missing,
+        ..
+    } = dl.status()
+    else {
+        panic!("{:?}", dl.status())
+    };
+    assert_eq!(
+        (received, total, sending),
+        (5 * 1024, fx.data.len() as u64, 0)
+    );
+    assert_eq!(
+        missing,
+        vec![(4 * 1024, 6 * 1024), (7 * 1024, 8 * 1024 + 100)]
+    );
+    // The holder gains chunk 4 (it is downloading too): it is asked for it.
+    let got = Reply::Got {
+        content: fx.address(),
+        index: 4,
+    };
+    swarm.holders.get_mut(&peer(1)).unwrap().has.insert(4);
+    let actions = dl.handle(Input::Reply(peer(1), got), 2);
+    assert_eq!(
+        actions,
+        vec![Action::Send(
+            peer(1),
+            Request::Chunks {
+                content: fx.address(),
+                indices: vec![4]
+            }
+        )]
+    );
+    swarm.pump(&mut dl, actions, 2);
+    // Nothing stalls while nothing is owed, however long it takes.
+    assert!(dl.handle(Input::Tick, 60_000).is_empty());
+    // A holder of the rest appears and the download completes.
+    swarm.add(peer(2), Holder::full(&fx));
+    let actions = join(&mut dl, peer(2), 60_001);
+    swarm.pump(&mut dl, actions, 60_002);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert_eq!(swarm.served_by(peer(2)), &[5, 7, 8]);
 }
 
 #[test]
 fn lost_holder_costs_only_its_in_flight_chunks() {
     let fx = Fixture::new(8 * 1024, 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    dl.handle(Input::Introduced(peer(1)), 0);
-    dl.handle(Input::Opened(peer(1)), 0);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
     for frame in fx.manifest_frames() {
         dl.handle(Input::Frame(peer(1), &frame), 0);
     }
-    // Deliver chunk 0 only, then the holder vanishes.
-    let frame = Frame::encode_all(FrameKind::Chunk, 0, &fx.data[..1024])
-        .next()
-        .unwrap();
-    dl.handle(Input::Frame(peer(1), &frame), 0);
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::All,
+    };
+    dl.handle(Input::Reply(peer(1), has), 0);
+    // Chunk 0 arrives, then the holder vanishes with 1..4 in flight.
+    let stored: Vec<Action> = fx
+        .chunk_frames(0)
+        .iter()
+        .flat_map(|f| dl.handle(Input::Frame(peer(1), f), 0))
+        .collect();
+    assert!(matches!(&stored[0], Action::Store { index: 0, .. }));
     assert!(matches!(
         dl.status(),
         Status::Receiving { received: 1024, .. }
@@ -219,20 +456,20 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
     let after = dl.handle(Input::Lost(peer(1), "closed".into()), 1);
     assert_eq!(after, vec![Action::Want(1)]);
     assert!(!dl.is_banned(&peer(1)));
-    dl.handle(Input::Introduced(peer(2)), 2);
-    let actions = dl.handle(Input::Opened(peer(2)), 2);
-    let Action::Send(_, Request::Chunks { indices, .. }) = &actions[0] else {
-        panic!("{actions:?}")
-    };
-    assert_eq!(indices, &vec![1, 2, 3, 4]);
-    let seen = pump(&mut dl, &fx, actions, 3);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(2), Holder::full(&fx));
+    let actions = join(&mut dl, peer(2), 2);
+    swarm.pump(&mut dl, actions, 3);
+    let mut served = swarm.served_by(peer(2)).to_vec();
+    served.sort_unstable();
+    assert_eq!(served, (1..8).collect::<Vec<_>>());
+    assert!(swarm.complete);
 }
 
 #[test]
 fn stalled_and_unreachable_holders_are_dropped() {
     let fx = Fixture::new(1000, 1024);
-    let mut dl = Download::new(fx.address(), 0);
+    let mut dl = Download::new(fx.address(), 0, 0);
     dl.handle(Input::Holders(2), 0);
     dl.handle(Input::Introduced(peer(1)), 0);
     dl.handle(Input::Introduced(peer(2)), 0);
@@ -240,22 +477,59 @@ fn stalled_and_unreachable_holders_are_dropped() {
     // Peer 1 owes the manifest; peer 2 never opens.
     assert!(dl.handle(Input::Tick, 100 + STALL_TIMEOUT_MS).is_empty());
     let out = dl.handle(Input::Tick, 101 + STALL_TIMEOUT_MS);
-    assert!(
-        matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(1) && r.contains("stalled"))
-    );
+    assert!(dropped_for(&out, peer(1), "stalled"));
     // The manifest request moves to no one yet: peer 2 is still connecting.
     let out = dl.handle(Input::Tick, CONNECT_TIMEOUT_MS + 1);
-    assert!(
-        matches!(&out[0], Action::Disconnect { peer: p, reason: Some(r) } if *p == peer(2) && r.contains("connect"))
-    );
+    assert!(dropped_for(&out, peer(2), "connect"));
     assert!(out.contains(&Action::Want(1)));
     assert_eq!(dl.status(), Status::Looking);
 }
 
 #[test]
+fn a_holder_that_never_says_what_it_has_is_dropped() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
+    // The manifest, but no `Has` after it.
+    for frame in fx.manifest_frames() {
+        dl.handle(Input::Frame(peer(1), &frame), 0);
+    }
+    let out = dl.handle(Input::Tick, STALL_TIMEOUT_MS + 1);
+    assert!(dropped_for(&out, peer(1), "stalled"));
+}
+
+#[test]
+fn bad_availability_bans_the_holder() {
+    let fx = Fixture::new(4 * 1024, 1024);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
+    // Before the manifest.
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::All,
+    };
+    let out = dl.handle(Input::Reply(peer(1), has), 0);
+    assert!(dropped_for(&out, peer(1), "before the manifest"));
+    // A bitfield of the wrong size.
+    join(&mut dl, peer(2), 0);
+    for frame in fx.manifest_frames() {
+        dl.handle(Input::Frame(peer(2), &frame), 0);
+    }
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::Some("ffff".into()),
+    };
+    let out = dl.handle(Input::Reply(peer(2), has), 0);
+    assert!(dropped_for(&out, peer(2), "bitfield"));
+    assert!(dl.is_banned(&peer(2)));
+}
+
+#[test]
 fn gone_until_a_holder_appears_then_retries_wants() {
     let fx = Fixture::new(10, 1024);
-    let mut dl = Download::new(fx.address(), 0);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(9), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
     dl.handle(Input::Holders(0), 0);
     assert_eq!(dl.status(), Status::Gone);
     // No holders: no point asking again.
@@ -263,21 +537,35 @@ fn gone_until_a_holder_appears_then_retries_wants() {
     dl.handle(Input::Holders(1), 60_000);
     assert_eq!(dl.handle(Input::Tick, 60_001), vec![Action::Want(1)]);
     assert!(dl.handle(Input::Tick, 60_002).is_empty());
-    assert_eq!(
-        dl.handle(Input::Introduced(peer(9)), 60_003),
-        vec![Action::Connect(peer(9))]
-    );
-    let actions = dl.handle(Input::Opened(peer(9)), 60_004);
-    let seen = pump(&mut dl, &fx, actions, 60_005);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    let actions = join(&mut dl, peer(9), 60_003);
+    swarm.pump(&mut dl, actions, 60_005);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+}
+
+#[test]
+fn asks_for_holders_it_is_not_connected_to() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::with(&fx, 0..2));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let actions = join(&mut dl, peer(1), 0);
+    let seen = swarm.pump(&mut dl, actions, 0);
+    assert!(seen.contains(&Action::Want(3)));
+    // Three holders online: ourselves, peer 1 and one we do not know.
+    dl.handle(Input::Holders(3), 0);
+    assert_eq!(dl.handle(Input::Tick, WANT_RETRY_MS), vec![Action::Want(1)]);
+    // Not again right away.
+    assert!(dl.handle(Input::Tick, WANT_RETRY_MS + 1).is_empty());
+    // Once connected to everyone online, no more asking.
+    join(&mut dl, peer(2), WANT_RETRY_MS + 2);
+    assert!(dl.handle(Input::Tick, 3 * WANT_RETRY_MS).is_empty());
 }
 
 #[test]
 fn missing_reply_moves_on_without_banning() {
     let fx = Fixture::new(10, 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    dl.handle(Input::Introduced(peer(1)), 0);
-    dl.handle(Input::Opened(peer(1)), 0);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
     let out = dl.handle(
         Input::Reply(
             peer(1),
@@ -287,13 +575,7 @@ fn missing_reply_moves_on_without_banning() {
         ),
         1,
     );
-    assert!(matches!(
-        &out[0],
-        Action::Disconnect {
-            reason: Some(_),
-            ..
-        }
-    ));
+    assert!(dropped_for(&out, peer(1), "no longer has"));
     assert!(out.contains(&Action::Want(1)));
     assert!(!dl.is_banned(&peer(1)));
 }
@@ -301,23 +583,20 @@ fn missing_reply_moves_on_without_banning() {
 #[test]
 fn unsolicited_frames_ban_the_sender() {
     let fx = Fixture::new(10, 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    dl.handle(Input::Introduced(peer(1)), 0);
-    dl.handle(Input::Opened(peer(1)), 0);
-    let chunk = Frame::encode_all(FrameKind::Chunk, 0, &fx.data)
-        .next()
-        .unwrap();
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
+    let chunk = fx.chunk_frames(0).remove(0);
     let out = dl.handle(Input::Frame(peer(1), &chunk), 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(
-        matches!(&out[0], Action::Disconnect { reason: Some(r), .. } if r.contains("before the manifest"))
-    );
+    assert!(dropped_for(&out, peer(1), "before the manifest"));
 }
 
 #[test]
 fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
     let fx = Fixture::new(40_000, 256 * 1024);
-    let mut dl = Download::new(fx.address(), 0);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
     assert_eq!(
         dl.handle(Input::Introduced(peer(1)), 0),
         vec![Action::Connect(peer(1))]
@@ -335,37 +614,29 @@ fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
     assert_eq!(dl.request_ahead(peer(2), 0), None);
     // Opening sends nothing more; the holder pushes what was asked.
     assert!(dl.handle(Input::Opened(peer(1)), 1).is_empty());
-    let mut actions = Vec::new();
-    for frame in fx.answer(&first) {
-        actions.extend(dl.handle(Input::Frame(peer(1), &frame), 2));
-    }
-    let seen = pump(&mut dl, &fx, actions, 2);
-    assert_eq!(complete_data(&seen), Some(&fx.data));
+    swarm.pump(&mut dl, vec![Action::Send(peer(1), first)], 2);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
 }
 
 #[test]
-fn request_ahead_after_the_manifest_claims_missing_chunks() {
+fn request_ahead_after_the_manifest_asks_what_the_holder_has() {
     let fx = Fixture::new(10 * 1024, 1024);
-    let mut dl = Download::new(fx.address(), 0);
-    let actions = dl.handle(Input::Introduced(peer(1)), 0);
-    assert_eq!(actions, vec![Action::Connect(peer(1))]);
-    let mut actions = dl.handle(Input::Opened(peer(1)), 0);
-    let Some(Action::Send(_, manifest_req)) = actions.pop() else {
-        panic!("manifest request expected")
-    };
-    // Only the manifest arrives; its prefetched chunks are still owed.
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
     for frame in fx.manifest_frames() {
         dl.handle(Input::Frame(peer(1), &frame), 1);
     }
-    assert!(matches!(manifest_req, Request::Manifest { .. }));
     dl.handle(Input::Introduced(peer(2)), 1);
-    let ahead = dl.request_ahead(peer(2), 1).expect("chunks to ask for");
-    let Request::Chunks { indices, .. } = &ahead else {
-        panic!("{ahead:?}")
-    };
-    // Chunks 0..4 are owed by the first holder; the next ones go here.
-    assert_eq!(indices, &[4, 5, 6, 7]);
-    // Nothing for an open holder or an unknown one.
+    assert_eq!(
+        dl.request_ahead(peer(2), 1),
+        Some(Request::Has {
+            content: fx.address()
+        })
+    );
+    // Asked once; nothing for an open holder or an unknown one.
+    assert_eq!(dl.request_ahead(peer(2), 1), None);
     assert_eq!(dl.request_ahead(peer(1), 1), None);
     assert_eq!(dl.request_ahead(peer(3), 1), None);
+    // Opening does not ask again.
+    assert!(dl.handle(Input::Opened(peer(2)), 2).is_empty());
 }
