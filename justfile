@@ -17,12 +17,21 @@ build-wasm:
     wasm-bindgen --target web --remove-name-section --remove-producers-section \
         --out-dir www/pkg target/wasm32-unknown-unknown/wasm-release/peer_wasm.wasm
 
+# The wasm peer with its test hooks (a page can corrupt the chunks it
+# serves, to play a dishonest holder), beside a copy of the app, in
+# target/test-www: only the browser tests serve it. Never in www/pkg.
+build-wasm-test-hooks:
+    cargo build --profile wasm-release -p peer-wasm --features test-hooks --target wasm32-unknown-unknown
+    wasm-bindgen --target web --out-dir target/test-www/pkg \
+        target/wasm32-unknown-unknown/wasm-release/peer_wasm.wasm
+    cp www/index.html www/app.js www/style.css target/test-www/
+
 # Build everything and serve the app at http://127.0.0.1:8080.
 serve: build
     ./target/release/broker --listen 127.0.0.1:8080 --www www
 
 # Run every test: unit, broker integration, wasm in Chromium, browser end to end.
-test: build-wasm
+test: build-wasm build-wasm-test-hooks
     cargo test --workspace --exclude peer-wasm
     just test-wasm
 

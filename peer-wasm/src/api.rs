@@ -8,6 +8,9 @@
 //! peer.onevent = (e) => console.log(e);    // {type: "holders", address, count}, ...
 //! const address = peer.share(new TextEncoder().encode("hi"), "text/plain");
 //! const bytes = await peer.fetch(address); // verified Uint8Array
+//!
+//! const file = await peer.shareFile(input.files[0]); // any size
+//! const blob = await peer.fetchBlob(file);           // verified Blob
 //! ```
 
 use std::cell::RefCell;
@@ -16,9 +19,13 @@ use std::rc::Rc;
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
 use protocol::ContentId;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, File};
 
 use crate::error::PeerError;
+use crate::events::Event;
 use crate::peer::Inner;
+use crate::store::Held;
 
 /// A browser peer: holds content and serves it to other browsers, fetches
 /// content from them, and verifies everything it receives.
@@ -99,18 +106,92 @@ impl Peer {
             .to_string()
     }
 
+    /// Holds a file (or any `Blob`) and serves it to others; resolves with
+    /// its address. The file is read a chunk at a time to hash it, and
+    /// again whenever a chunk is served: it is never copied whole into
+    /// memory, so any size up to 16 GiB works. `name` defaults to the
+    /// file's name, `type` to its type (else `application/octet-stream`).
+    /// Emits `{type: "preparing", name, done, total}` while hashing.
+    #[wasm_bindgen(js_name = shareFile)]
+    pub fn share_file(
+        &self,
+        file: Blob,
+        name: Option<String>,
+        #[wasm_bindgen(js_name = type)] media_type: Option<String>,
+    ) -> Promise {
+        let weak = Rc::downgrade(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let name = name
+                .or_else(|| file.dyn_ref::<File>().map(File::name))
+                .filter(|n| !n.is_empty());
+            let media_type = media_type
+                .or_else(|| Some(file.type_()))
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "application/octet-stream".into());
+            let shown = name.clone().unwrap_or_else(|| "file".into());
+            let progress = |done, total| {
+                if let Some(inner) = weak.upgrade() {
+                    if let Ok(inner) = inner.try_borrow() {
+                        inner.emit(Event::Preparing {
+                            name: shown.clone(),
+                            done,
+                            total,
+                        });
+                    }
+                }
+            };
+            let manifest =
+                crate::hashing::describe_file(&file, &media_type, name.as_deref(), progress)
+                    .await?;
+            manifest
+                .check()
+                .map_err(|e| PeerError::Refused(format!("cannot share this file: {e}")))?;
+            let inner = weak
+                .upgrade()
+                .ok_or_else(|| PeerError::Refused("the peer was closed".into()))?;
+            let address = inner.borrow_mut().share_file(manifest, file);
+            Ok(address.to_string().into())
+        })
+    }
+
     /// Fetches content from other browsers. Resolves with the bytes once
     /// every byte is verified against `address`; after that this peer holds
-    /// it too. Waits (and reports `gone`) while nobody holds it.
+    /// it too. Waits (and reports `gone`) while nobody holds it. For big
+    /// content prefer `fetchBlob`, which does not copy it into one buffer.
     pub fn fetch(&self, address: &str) -> Result<Promise, JsValue> {
+        let held = self.held(address)?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let held = held.await?;
+            if let Some(bytes) = held.bytes() {
+                return Ok(bytes.into());
+            }
+            let buffer = JsFuture::from(held.blob()?.array_buffer()).await?;
+            Ok(Uint8Array::new(&buffer).into())
+        }))
+    }
+
+    /// Like `fetch`, but resolves with a `Blob` typed with the content's
+    /// media type. Big content arrives as the browser's blob parts, never
+    /// whole in wasm memory.
+    #[wasm_bindgen(js_name = fetchBlob)]
+    pub fn fetch_blob(&self, address: &str) -> Result<Promise, JsValue> {
+        let held = self.held(address)?;
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            Ok(held.await?.blob()?.into())
+        }))
+    }
+
+    /// The verified content of `address`, once fetched.
+    fn held(
+        &self,
+        address: &str,
+    ) -> Result<impl std::future::Future<Output = Result<Rc<Held>, JsValue>>, JsValue> {
         let content = parse_address(address)?;
         let rx = self.inner.borrow_mut().fetch(content);
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let held = rx
-                .await
-                .map_err(|_| JsValue::from(js_sys::Error::new("fetch cancelled")))?;
-            Ok(Uint8Array::from(held.data.as_slice()).into())
-        }))
+        Ok(async move {
+            rx.await
+                .map_err(|_| JsValue::from(js_sys::Error::new("fetch cancelled")))
+        })
     }
 
     /// Size, media type and name of held or half-fetched content:
@@ -178,6 +259,14 @@ impl Peer {
         )?;
         Reflect::set(&obj, &"bytesToPeers".into(), &(s.to_peers as f64).into())?;
         Ok(obj.into())
+    }
+
+    /// Test builds only (`test-hooks` feature): from now on, every chunk
+    /// this peer serves has a byte flipped, as a dishonest holder would.
+    #[cfg(feature = "test-hooks")]
+    #[wasm_bindgen(js_name = corruptServedChunks)]
+    pub fn corrupt_served_chunks(&self, on: bool) {
+        self.inner.borrow_mut().corrupt_served = on;
     }
 
     /// Disconnects from the broker and every peer.

@@ -2,7 +2,7 @@
 //! warnings. Delivered on a later microtask so that a handler may call back
 //! into the peer without finding it busy.
 
-use js_sys::{Function, Object, Reflect};
+use js_sys::{Array, Function, Object, Reflect};
 use protocol::download::Status;
 use protocol::ContentId;
 use wasm_bindgen::JsValue;
@@ -20,6 +20,15 @@ pub enum Event {
     Status(ContentId, Status),
     /// Something went wrong with a holder, but the download goes on.
     Warning(ContentId, String),
+    /// A file being shared was hashed up to `done` of `total` bytes.
+    Preparing {
+        /// File name.
+        name: String,
+        /// Bytes hashed.
+        done: u64,
+        /// File size.
+        total: u64,
+    },
 }
 
 fn set(obj: &Object, key: &str, value: JsValue) {
@@ -53,15 +62,29 @@ impl Event {
                         received,
                         total,
                         sources,
+                        sending,
+                        missing,
                     } => {
                         set(&obj, "received", (*received as f64).into());
                         set(&obj, "total", (*total as f64).into());
                         set(&obj, "sources", (*sources).into());
+                        set(&obj, "sending", (*sending).into());
+                        let ranges: Array = missing
+                            .iter()
+                            .map(|(a, b)| Array::of2(&(*a as f64).into(), &(*b as f64).into()))
+                            .collect();
+                        set(&obj, "missing", ranges.into());
                         "receiving"
                     }
                     Status::Verified => "verified",
                 };
                 set(&obj, "state", state.into());
+            }
+            Event::Preparing { name, done, total } => {
+                set(&obj, "type", "preparing".into());
+                set(&obj, "name", name.as_str().into());
+                set(&obj, "done", (*done as f64).into());
+                set(&obj, "total", (*total as f64).into());
             }
             Event::Warning(c, message) => {
                 set(&obj, "type", "warning".into());

@@ -5,13 +5,15 @@
 //!   the transfer logic itself is `protocol::download`, tested natively.
 //! * `broker`, `rtc`: thin wrappers over `WebSocket` and
 //!   `RTCPeerConnection`/`RTCDataChannel` that own their listeners.
-//! * `store`: content held and served.
+//! * `store`: content held and served, and where its bytes live.
+//! * `hashing`: describing a shared file a chunk at a time.
 //! * `events`: events for the page.
 
 pub mod api;
 mod broker;
 mod error;
 mod events;
+mod hashing;
 mod peer;
 mod rtc;
 mod store;

@@ -13,7 +13,7 @@ use js_sys::{ArrayBuffer, Function, Uint8Array};
 use protocol::download::{Action, Download, Input, Status};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{
-    Frame, FrameKind, Reply, Request, HEADER, MAX_PREFETCH, MAX_REQUEST_CHUNKS,
+    Frame, FrameKind, Reply, Request, HEADER, MAX_PAYLOAD, MAX_PREFETCH, MAX_REQUEST_CHUNKS,
 };
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
 use wasm_bindgen::JsCast;
@@ -23,7 +23,7 @@ use crate::broker::{BrokerEvent, BrokerSocket};
 use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
 use crate::rtc::{Link, LinkEvent, HIGH_WATER};
-use crate::store::Held;
+use crate::store::{ChunkRead, Held};
 
 /// Clock for timeouts: every download is ticked this often.
 const TICK_MS: u32 = 500;
@@ -38,6 +38,9 @@ const READY_RETRY_MS: f64 = 5_000.0;
 /// delay showing fetched content or serving the wanter that just took the
 /// previous offer.
 const READY_DELAY_MS: u32 = 50;
+/// Chunks read ahead (from files or stored parts) per serving link, so the
+/// channel never waits for a read.
+const READ_AHEAD: usize = 2;
 
 /// Which connection: one per remote peer and direction, since two peers can
 /// fetch from each other at the same time.
@@ -53,7 +56,17 @@ enum Role {
     /// We fetch this content over the link.
     Fetch(ContentId),
     /// We serve whatever the other side asks for that we hold.
-    Serve(VecDeque<Job>),
+    Serve(Serving),
+}
+
+/// The serving side of a link.
+#[derive(Default)]
+struct Serving {
+    /// What to send, in order.
+    queue: VecDeque<Job>,
+    /// Content whose availability the other side was told: it hears of
+    /// each chunk we gain (`Reply::Got`).
+    watching: Vec<ContentId>,
 }
 
 struct Peering {
@@ -88,21 +101,29 @@ struct ReadyOffer {
     late: Vec<PeerSignal>,
 }
 
-/// One object being sent, frame by frame, as the channel drains.
-struct Job {
-    kind: FrameKind,
-    index: u32,
-    held: Rc<Held>,
-    offset: usize,
+/// Something to send on a serving link, in order with the rest.
+enum Job {
+    /// What we have of this content (`Reply::Has`), as of when it is sent;
+    /// from then on the other side hears of every chunk we gain.
+    Has(ContentId, Rc<Held>),
+    /// An object, frame by frame as the channel drains.
+    Object {
+        kind: FrameKind,
+        index: u32,
+        held: Rc<Held>,
+        data: Loading,
+        offset: usize,
+    },
 }
 
-impl Job {
-    fn object(&self) -> &[u8] {
-        match self.kind {
-            FrameKind::Manifest => &self.held.manifest_bytes,
-            FrameKind::Chunk => self.held.chunk(self.index).unwrap_or_default(),
-        }
-    }
+/// The bytes of an object being sent.
+enum Loading {
+    /// Not asked for yet.
+    Idle,
+    /// Being read; the number tells reads apart.
+    Reading(u64),
+    /// In JavaScript memory.
+    Ready(js_sys::Uint8Array),
 }
 
 struct Fetch {
@@ -147,6 +168,11 @@ pub struct Inner {
     offers_in_hand: HashMap<PeerId, String>,
     /// An unused connection the page made early, for the first link.
     spare: Option<web_sys::RtcPeerConnection>,
+    /// Numbers chunk reads.
+    reads: u64,
+    /// Flip a byte in every chunk served (a dishonest holder, for tests).
+    #[cfg(feature = "test-hooks")]
+    pub corrupt_served: bool,
 }
 
 /// Runs `f` on the peer if it still exists. If the peer is busy (a browser
@@ -248,6 +274,9 @@ impl Inner {
                 ready_failed_at: f64::NEG_INFINITY,
                 offers_in_hand: HashMap::new(),
                 spare: None,
+                reads: 0,
+                #[cfg(feature = "test-hooks")]
+                corrupt_served: false,
             })
         });
         let weak = Rc::downgrade(&rc);
@@ -293,20 +322,39 @@ impl Inner {
 
     /// Holds `data` and announces it; returns its address.
     pub fn share(&mut self, data: Vec<u8>, media_type: &str, name: Option<&str>) -> ContentId {
-        let (address, held) = Held::from_share(data, media_type, name);
+        let (address, held) = Held::from_bytes(data, media_type, name);
         self.hold(address, held);
         address
     }
 
+    /// Holds a file described by `manifest` (see `crate::hashing`) and
+    /// announces it; returns its address.
+    pub fn share_file(&mut self, manifest: Manifest, file: web_sys::Blob) -> ContentId {
+        let held = Held::from_file(manifest, file);
+        let address = held.manifest.address();
+        self.hold(address, held);
+        address
+    }
+
+    /// Holds complete content.
     fn hold(&mut self, address: ContentId, held: Rc<Held>) {
         // Someone waiting for this very content gets it at once.
         if let Some(fetch) = self.fetches.remove(&address) {
+            self.socket.send(&ClientMsg::Unwant { content: address });
             for w in fetch.waiters {
                 let _ = w.send(held.clone());
             }
             self.emit(Event::Status(address, Status::Verified));
         }
-        self.held.insert(address, held);
+        let replaced = self.held.insert(address, held.clone()).is_some();
+        if replaced {
+            // Had part of it: whoever we told so learns it is all here now.
+            let has = Reply::Has {
+                content: address,
+                chunks: held.availability(),
+            };
+            self.tell_watchers(address, &has);
+        }
         self.socket.send(&ClientMsg::Hold { content: address });
         self.schedule_ready_offer();
     }
@@ -321,7 +369,7 @@ impl Inner {
     /// Starts (or joins) a download; the receiver gets the verified content.
     pub fn fetch(&mut self, content: ContentId) -> oneshot::Receiver<Rc<Held>> {
         let (tx, rx) = oneshot::channel();
-        if let Some(held) = self.held.get(&content) {
+        if let Some(held) = self.held.get(&content).filter(|h| h.is_complete()) {
             let _ = tx.send(held.clone());
             return rx;
         }
@@ -340,7 +388,13 @@ impl Inner {
         self.fetches.insert(
             content,
             Fetch {
-                download: Download::new(content, now() as u64),
+                // Where this download starts in the content (see
+                // `protocol::download::scheduler`).
+                download: Download::new(
+                    content,
+                    now() as u64,
+                    (js_sys::Math::random() * f64::from(u32::MAX)) as u32,
+                ),
                 waiters: Vec::new(),
                 shown: None,
             },
@@ -379,6 +433,10 @@ impl Inner {
             self.socket.send(&ClientMsg::Unwant { content: *content });
             self.links
                 .retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
+            // What arrived so far is not kept.
+            if self.held.get(content).is_some_and(|h| !h.is_complete()) {
+                self.release(content);
+            }
         }
     }
 
@@ -742,7 +800,7 @@ impl Inner {
         // Already serving `by` on another link: it will not answer this one.
         if let std::collections::hash_map::Entry::Vacant(slot) = self.links.entry(key) {
             ready.target.set(Some(key));
-            slot.insert(Peering::new(ready.link, Role::Serve(VecDeque::new())));
+            slot.insert(Peering::new(ready.link, Role::Serve(Serving::default())));
             for candidate in &ready.late {
                 self.send_signal(by, candidate);
             }
@@ -865,7 +923,7 @@ impl Inner {
         };
         let pc = link.pc.clone();
         self.links
-            .insert(key, Peering::new(link, Role::Serve(VecDeque::new())));
+            .insert(key, Peering::new(link, Role::Serve(Serving::default())));
         self.answer(key, pc, sdp, |sdp| PeerSignal::Answer { sdp });
     }
 
@@ -966,6 +1024,20 @@ impl Inner {
         }
     }
 
+    /// Tells every link watching `content` (see `Serving::watching`).
+    fn tell_watchers(&self, content: ContentId, reply: &Reply) {
+        let text = serde_json::to_string(reply).expect("replies serialize");
+        for p in self.links.values() {
+            if let Role::Serve(s) = &p.role {
+                if s.watching.contains(&content) {
+                    if let Some(dc) = p.link.channel.as_ref() {
+                        let _ = dc.send_with_str(&text);
+                    }
+                }
+            }
+        }
+    }
+
     fn serve_request(&mut self, key: LinkKey, text: &str) {
         match serde_json::from_str::<Request>(text) {
             Ok(request) => self.serve(key, request),
@@ -979,18 +1051,37 @@ impl Inner {
     }
 
     fn serve(&mut self, key: LinkKey, request: Request) {
-        let (content, jobs): (ContentId, Vec<(FrameKind, u32)>) = match request {
-            Request::Manifest { content, prefetch } => {
-                let count = self
-                    .held
-                    .get(&content)
-                    .map_or(0, |h| h.manifest.chunk_count());
-                let leading = prefetch.min(MAX_PREFETCH).min(count);
-                let mut jobs = vec![(FrameKind::Manifest, 0)];
-                jobs.extend((0..leading).map(|i| (FrameKind::Chunk, i)));
-                (content, jobs)
+        let content = match &request {
+            Request::Manifest { content, .. }
+            | Request::Has { content }
+            | Request::Chunks { content, .. } => *content,
+        };
+        let Some(held) = self.held.get(&content).cloned() else {
+            return self.reply(key, &Reply::Missing { content });
+        };
+        let object = |kind, index| Job::Object {
+            kind,
+            index,
+            held: held.clone(),
+            data: Loading::Idle,
+            offset: 0,
+        };
+        let jobs = match request {
+            Request::Manifest { prefetch, .. } => {
+                let leading = prefetch.min(MAX_PREFETCH).min(held.manifest.chunk_count());
+                let mut jobs = vec![
+                    object(FrameKind::Manifest, 0),
+                    Job::Has(content, held.clone()),
+                ];
+                jobs.extend(
+                    (0..leading)
+                        .filter(|&i| held.has(i))
+                        .map(|i| object(FrameKind::Chunk, i)),
+                );
+                jobs
             }
-            Request::Chunks { content, indices } => {
+            Request::Has { .. } => vec![Job::Has(content, held.clone())],
+            Request::Chunks { indices, .. } => {
                 if indices.len() > MAX_REQUEST_CHUNKS {
                     return self.reply(
                         key,
@@ -999,49 +1090,38 @@ impl Inner {
                         },
                     );
                 }
-                (
-                    content,
-                    indices.into_iter().map(|i| (FrameKind::Chunk, i)).collect(),
-                )
+                if let Some(i) = indices.iter().find(|&&i| !held.has(i)) {
+                    let message = if *i >= held.manifest.chunk_count() {
+                        format!("chunk {i} is out of range")
+                    } else {
+                        format!("chunk {i} is not here (yet): ask for chunks this peer said it has")
+                    };
+                    return self.reply(key, &Reply::Refused { message });
+                }
+                indices
+                    .into_iter()
+                    .map(|i| object(FrameKind::Chunk, i))
+                    .collect()
             }
         };
-        let Some(held) = self.held.get(&content).cloned() else {
-            return self.reply(key, &Reply::Missing { content });
-        };
-        let count = held.manifest.chunk_count();
-        if jobs
-            .iter()
-            .any(|(kind, i)| *kind == FrameKind::Chunk && *i >= count)
-        {
-            return self.reply(
-                key,
-                &Reply::Refused {
-                    message: "chunk index out of range".into(),
-                },
-            );
-        }
         if let Some(Peering {
-            role: Role::Serve(queue),
+            role: Role::Serve(serving),
             ..
         }) = self.links.get_mut(&key)
         {
-            queue.extend(jobs.into_iter().map(|(kind, index)| Job {
-                kind,
-                index,
-                held: held.clone(),
-                offset: 0,
-            }));
+            serving.queue.extend(jobs);
         }
         self.pump(key);
     }
 
-    /// Sends queued frames until the channel's buffer is full; resumes on
-    /// `bufferedamountlow`.
+    /// Sends queued messages until the channel's buffer is full (resuming
+    /// on `bufferedamountlow`) or the next object is still being read
+    /// (resuming when the read completes), and starts the next reads.
     fn pump(&mut self, key: LinkKey) {
         let Some(peering) = self.links.get_mut(&key) else {
             return;
         };
-        let Role::Serve(queue) = &mut peering.role else {
+        let Role::Serve(serving) = &mut peering.role else {
             return;
         };
         let link = &peering.link;
@@ -1052,17 +1132,163 @@ impl Inner {
             return;
         };
         while link.buffered() < HIGH_WATER {
-            let Some(job) = queue.front_mut() else { break };
-            let (frame, next) = Frame::encode_at(job.kind, job.index, job.object(), job.offset);
-            if dc.send_with_u8_array(&frame).is_err() {
+            let Some(job) = serving.queue.front_mut() else {
                 break;
-            }
-            self.stats.to_peers += (frame.len() - HEADER) as u64;
-            job.offset = next;
-            if next >= job.object().len() {
-                queue.pop_front();
+            };
+            match job {
+                Job::Has(content, held) => {
+                    let has = Reply::Has {
+                        content: *content,
+                        chunks: held.availability(),
+                    };
+                    let text = serde_json::to_string(&has).expect("replies serialize");
+                    if dc.send_with_str(&text).is_err() {
+                        break;
+                    }
+                    if !serving.watching.contains(content) {
+                        serving.watching.push(*content);
+                    }
+                    serving.queue.pop_front();
+                }
+                Job::Object {
+                    kind,
+                    index,
+                    data: Loading::Ready(bytes),
+                    offset,
+                    ..
+                } => {
+                    let total = bytes.length() as usize;
+                    let end = (*offset + MAX_PAYLOAD).min(total);
+                    let frame =
+                        js_sys::Uint8Array::new_with_length((HEADER + end - *offset) as u32);
+                    frame
+                        .subarray(0, HEADER as u32)
+                        .copy_from(&Frame::header(*kind, *index, *offset, total));
+                    frame.set(&bytes.subarray(*offset as u32, end as u32), HEADER as u32);
+                    #[cfg(feature = "test-hooks")]
+                    if self.corrupt_served && *kind == FrameKind::Chunk && end > *offset {
+                        let last = (HEADER + end - *offset - 1) as u32;
+                        frame.set_index(last, frame.get_index(last) ^ 0xff);
+                    }
+                    if dc.send_with_array_buffer_view(&frame).is_err() {
+                        break;
+                    }
+                    self.stats.to_peers += (end - *offset) as u64;
+                    *offset = end;
+                    if end >= total {
+                        serving.queue.pop_front();
+                    }
+                }
+                // Waits for its read.
+                Job::Object { .. } => break,
             }
         }
+        self.read_ahead(key);
+    }
+
+    /// Starts reading the next few queued objects.
+    fn read_ahead(&mut self, key: LinkKey) {
+        let Some(Peering {
+            role: Role::Serve(serving),
+            ..
+        }) = self.links.get_mut(&key)
+        else {
+            return;
+        };
+        let mut failed = None;
+        let objects = serving
+            .queue
+            .iter_mut()
+            .filter(|j| matches!(j, Job::Object { .. }))
+            .take(READ_AHEAD);
+        for job in objects {
+            let Job::Object {
+                kind,
+                index,
+                held,
+                data,
+                ..
+            } = job
+            else {
+                continue;
+            };
+            if !matches!(data, Loading::Idle) {
+                continue;
+            }
+            let read = match kind {
+                FrameKind::Manifest => Ok(ChunkRead::Ready(js_sys::Uint8Array::from(
+                    held.manifest_bytes.as_slice(),
+                ))),
+                FrameKind::Chunk => held.read_chunk(*index),
+            };
+            match read {
+                Ok(ChunkRead::Ready(bytes)) => *data = Loading::Ready(bytes),
+                Ok(ChunkRead::Pending(promise)) => {
+                    self.reads += 1;
+                    let id = self.reads;
+                    *data = Loading::Reading(id);
+                    let weak = self.me.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let result = wasm_bindgen_futures::JsFuture::from(promise).await;
+                        with_inner(&weak, move |i| i.on_read(key, id, result));
+                    });
+                }
+                Err(e) => {
+                    failed = Some(format!("cannot read chunk {index}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(message) = failed {
+            self.fail_serving(key, message);
+        }
+    }
+
+    /// A chunk read finished: send it, or give up serving this link.
+    fn on_read(
+        &mut self,
+        key: LinkKey,
+        id: u64,
+        result: Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue>,
+    ) {
+        let Some(Peering {
+            role: Role::Serve(serving),
+            ..
+        }) = self.links.get_mut(&key)
+        else {
+            return;
+        };
+        let job = serving
+            .queue
+            .iter_mut()
+            .find(|j| matches!(j, Job::Object { data: Loading::Reading(n), .. } if *n == id));
+        let Some(Job::Object { data, index, .. }) = job else {
+            return;
+        };
+        match result {
+            Ok(buffer) => {
+                *data = Loading::Ready(js_sys::Uint8Array::new(&buffer));
+                self.pump(key);
+            }
+            Err(e) => {
+                let message = format!("cannot read chunk {index}: {}", PeerError::Js(e));
+                self.fail_serving(key, message);
+            }
+        }
+    }
+
+    /// Stops serving a link whose content cannot be read (e.g. a shared
+    /// file that changed on disk): the other side is told and moves on.
+    fn fail_serving(&mut self, key: LinkKey, message: String) {
+        log_error("cannot serve a peer", &PeerError::Refused(message.clone()));
+        if let Some(Peering {
+            role: Role::Serve(serving),
+            ..
+        }) = self.links.get_mut(&key)
+        {
+            serving.queue.clear();
+        }
+        self.reply(key, &Reply::Refused { message });
     }
 
     // ----- downloads -----
@@ -1117,32 +1343,55 @@ impl Inner {
                         holders: Some(n),
                     });
                 }
-                Action::Complete {
+                Action::Manifest {
                     manifest,
                     manifest_bytes,
-                    data,
-                } => self.complete(content, manifest, manifest_bytes, data),
+                } => {
+                    // From now on we serve what we have of it, and say so.
+                    let held = Held::receiving(manifest, manifest_bytes);
+                    self.held.insert(content, held);
+                    self.socket.send(&ClientMsg::Hold { content });
+                    self.schedule_ready_offer();
+                }
+                Action::Store { index, bytes } => {
+                    let Some(held) = self.held.get(&content) else {
+                        continue;
+                    };
+                    if let Err(e) = held.store(index, bytes) {
+                        // The browser refused the bytes (out of memory or
+                        // disk): nothing can be kept, so stop here.
+                        let message = format!("cannot keep the content: {e}");
+                        self.emit(Event::Warning(content, message.clone()));
+                        self.fail_fetch(content, message);
+                        return;
+                    }
+                    self.tell_watchers(content, &Reply::Got { content, index });
+                }
+                Action::Complete => self.complete(content),
             }
         }
     }
 
-    fn complete(
-        &mut self,
-        content: ContentId,
-        manifest: Manifest,
-        manifest_bytes: Vec<u8>,
-        data: Vec<u8>,
-    ) {
-        let held = Rc::new(Held {
-            manifest,
-            manifest_bytes,
-            data,
-        });
+    fn complete(&mut self, content: ContentId) {
         if self.want_in_url == Some(content) {
             self.want_in_url = None;
         }
-        // `hold` resolves the waiters and reports the download verified.
-        self.hold(content, held);
+        let Some(fetch) = self.fetches.remove(&content) else {
+            return;
+        };
+        // We hold it already (since the manifest); now we want nothing more.
+        self.socket.send(&ClientMsg::Unwant { content });
+        if let Some(held) = self.held.get(&content) {
+            for w in fetch.waiters {
+                let _ = w.send(held.clone());
+            }
+        }
+        self.emit(Event::Status(content, Status::Verified));
+    }
+
+    /// Ends a download that cannot go on; its promises reject.
+    fn fail_fetch(&mut self, content: ContentId, _why: String) {
+        self.cancel(&content);
     }
 
     fn emit_status(&mut self, content: ContentId) {
@@ -1156,7 +1405,7 @@ impl Inner {
         }
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         dispatch(&self.on_event, event);
     }
 

@@ -107,7 +107,8 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn check(&self) -> Result<(), ManifestError> {
+    /// Sanity checks (version, sizes, chunk count, name and type).
+    pub fn check(&self) -> Result<(), ManifestError> {
         let invalid = |m: &str| Err(ManifestError::Invalid(m.to_owned()));
         if self.v != VERSION {
             return invalid("unsupported manifest version");

@@ -156,15 +156,24 @@ impl<'a> Frame<'a> {
     ) -> (Vec<u8>, usize) {
         let end = (offset + MAX_PAYLOAD).min(object.len());
         let mut out = Vec::with_capacity(HEADER + end - offset);
-        out.push(match kind {
-            FrameKind::Manifest => 1,
-            FrameKind::Chunk => 2,
-        });
-        out.extend_from_slice(&index.to_be_bytes());
-        out.extend_from_slice(&(offset as u32).to_be_bytes());
-        out.extend_from_slice(&(object.len() as u32).to_be_bytes());
+        out.extend_from_slice(&Self::header(kind, index, offset, object.len()));
         out.extend_from_slice(&object[offset..end]);
         (out, end)
+    }
+
+    /// The header of the frame of an object of `total` bytes that starts
+    /// at `offset`: for senders that assemble frames outside this crate
+    /// (the browser peer builds them in JavaScript memory).
+    pub fn header(kind: FrameKind, index: u32, offset: usize, total: usize) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[0] = match kind {
+            FrameKind::Manifest => 1,
+            FrameKind::Chunk => 2,
+        };
+        h[1..5].copy_from_slice(&index.to_be_bytes());
+        h[5..9].copy_from_slice(&(offset as u32).to_be_bytes());
+        h[9..13].copy_from_slice(&(total as u32).to_be_bytes());
+        h
     }
 
     /// Splits a whole object into encoded frames.

@@ -11,6 +11,8 @@
 //! * [`visitor`]: one browser with polling helpers that panic with the
 //!   page's `#status` when a wait times out.
 //! * [`text`]: unique random text to share.
+//! * [`files`]: files made alike natively and in pages, and page-side
+//!   checks of file transfers.
 //! * [`nginx`]: nginx terminating TLS in front of the broker, with the
 //!   operators' `deploy/nginx/peerpage.conf`.
 //! * [`turn`]: coturn as a child process, for the relay-only test.
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 pub mod broker;
 pub mod chromedriver;
+pub mod files;
 pub mod http;
 pub mod netns;
 pub mod nginx;
@@ -67,6 +70,18 @@ pub fn www_dir() -> anyhow::Result<PathBuf> {
         dir.display()
     );
     Ok(dir)
+}
+
+/// The app with the peer built with its test hooks
+/// (`just build-wasm-test-hooks`), for tests that need a dishonest holder.
+pub fn test_www_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-www");
+    anyhow::ensure!(
+        dir.join("pkg").is_dir() && dir.join("index.html").is_file(),
+        "{} is missing: build it with `just build-wasm-test-hooks`",
+        dir.display()
+    );
+    Ok(dir.canonicalize().unwrap_or(dir))
 }
 
 /// The plain-JS baseline pages of the benchmark (`tests/floor`).

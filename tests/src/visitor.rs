@@ -77,6 +77,30 @@ impl Visitor {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(driver, name, extra, None).await
+    }
+
+    /// [`Visitor::new`] whose downloads are saved, without asking, in
+    /// `dir`.
+    pub async fn with_downloads(
+        driver: &ChromeDriver,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let prefs = json!({
+            "download.default_directory": dir,
+            "download.prompt_for_download": false,
+            "download.directory_upgrade": true,
+        });
+        Self::launch(driver, name, &[], Some(prefs)).await
+    }
+
+    async fn launch(
+        driver: &ChromeDriver,
+        name: &str,
+        extra: &[&str],
+        prefs: Option<Value>,
+    ) -> anyhow::Result<Self> {
         let mut args = vec![
             "--no-sandbox",
             "--headless=new",
@@ -99,11 +123,15 @@ impl Visitor {
             // WebDriver command for up to ~10 s without network.
         ];
         args.extend_from_slice(extra);
+        let mut options = json!({ "binary": chrome_bin(), "args": args });
+        if let Some(prefs) = prefs {
+            options["prefs"] = prefs;
+        }
         let caps = json!({
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             "timeouts": { "script": 120_000, "pageLoad": 120_000, "implicit": 0 },
-            "goog:chromeOptions": { "binary": chrome_bin(), "args": args },
+            "goog:chromeOptions": options,
         });
         let Value::Object(caps) = caps else {
             unreachable!()

@@ -1,0 +1,93 @@
+//! Describing a shared file: the SHA-256 of each chunk, read from the file
+//! a chunk at a time, so a file of any size is never whole in memory.
+//!
+//! Hashes come from WebCrypto (`crypto.subtle`, native code, several chunks
+//! in flight at once) where the page is a secure context; elsewhere (plain
+//! http on a non-local address) from the wasm implementation.
+
+use js_sys::{Array, ArrayBuffer, Promise, Uint8Array};
+use protocol::ids::ChunkHash;
+use protocol::manifest::{DEFAULT_CHUNK_SIZE, MAX_SIZE};
+use protocol::Manifest;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, SubtleCrypto};
+
+use crate::error::{PeerError, Result};
+
+/// Chunks read and hashed concurrently.
+const IN_FLIGHT: usize = 8;
+
+fn subtle() -> Option<SubtleCrypto> {
+    let crypto = web_sys::window()?.crypto().ok()?;
+    // Undefined outside secure contexts.
+    let subtle = js_sys::Reflect::get(&crypto, &"subtle".into()).ok()?;
+    subtle.dyn_into().ok()
+}
+
+/// Builds the manifest of `file`; `progress(done, total)` is called as
+/// bytes are hashed.
+pub async fn describe_file(
+    file: &Blob,
+    media_type: &str,
+    name: Option<&str>,
+    progress: impl Fn(u64, u64),
+) -> Result<Manifest> {
+    let size = file.size() as u64;
+    if size > MAX_SIZE {
+        return Err(PeerError::Refused(format!(
+            "the file is {size} bytes; at most {MAX_SIZE} bytes (16 GiB) can be shared"
+        )));
+    }
+    let chunk = DEFAULT_CHUNK_SIZE as u64;
+    let count = size.div_ceil(chunk);
+    let subtle = subtle();
+    let mut chunks = Vec::with_capacity(count as usize);
+    let mut index = 0u64;
+    while index < count {
+        let batch = (count - index).min(IN_FLIGHT as u64);
+        let digests = Array::new();
+        for i in index..index + batch {
+            let end = ((i + 1) * chunk).min(size);
+            let part = file.slice_with_f64_and_f64((i * chunk) as f64, end as f64)?;
+            let buffer: ArrayBuffer = JsFuture::from(part.array_buffer())
+                .await
+                .map_err(read_error)?
+                .unchecked_into();
+            match &subtle {
+                Some(s) => {
+                    let digest = s.digest_with_str_and_buffer_source("SHA-256", &buffer)?;
+                    digests.push(&digest);
+                }
+                None => chunks.push(ChunkHash::of(&Uint8Array::new(&buffer).to_vec())),
+            }
+        }
+        if subtle.is_some() {
+            let all = JsFuture::from(Promise::all(&digests)).await?;
+            for digest in Array::from(&all).iter() {
+                let bytes = Uint8Array::new(&digest).to_vec();
+                let hash: [u8; 32] = bytes.try_into().map_err(|_| {
+                    PeerError::Refused("SHA-256 gave a digest of the wrong size".into())
+                })?;
+                chunks.push(ChunkHash(hash));
+            }
+        }
+        index += batch;
+        progress((index * chunk).min(size), size);
+    }
+    Ok(Manifest {
+        v: protocol::manifest::VERSION,
+        size,
+        media_type: media_type.to_owned(),
+        name: name.map(str::to_owned),
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        chunks,
+    })
+}
+
+fn read_error(e: wasm_bindgen::JsValue) -> PeerError {
+    PeerError::Refused(format!(
+        "cannot read the file ({}); if it changed or moved on disk since it was chosen, choose it again",
+        PeerError::Js(e)
+    ))
+}

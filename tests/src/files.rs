@@ -1,0 +1,161 @@
+//! Files for the file-sharing tests and benches: the same pseudo-random
+//! bytes made natively (to know their SHA-256 independently of any page)
+//! and in a page (to share them through the app's file picker or by
+//! dropping them), plus the page-side checks.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::Visitor;
+
+/// Longest wait for anything that moves a whole file between pages on a
+/// loaded 2-core machine.
+pub const FILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `len` bytes (a multiple of 4) from xorshift32 seeded with `seed`: the
+/// bytes [`MAKE_FILE`] makes in a page.
+pub fn content(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    for _ in 0..len / 4 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Page script: `window.makeFile(seed, len, name, type)` returns a `File`
+/// with the bytes of [`content`].
+pub const MAKE_FILE: &str = r#"
+window.makeFile = (seed, len, name, type) => {
+  const words = new Uint32Array(len / 4);
+  let x = (seed | 1) >>> 0;
+  for (let i = 0; i < words.length; i++) {
+    x = (x ^ (x << 13)) >>> 0;
+    x = (x ^ (x >>> 17)) >>> 0;
+    x = (x ^ (x << 5)) >>> 0;
+    words[i] = x;
+  }
+  return new File([words], name, { type });
+};
+"#;
+
+/// How a test hands a file to the page.
+#[derive(Clone, Copy, Debug)]
+pub enum Via {
+    /// Through `#file-input`, as if chosen in the file picker.
+    Picker,
+    /// Dropped onto `#drop-zone`.
+    Drop,
+}
+
+/// On `/`: makes the file of [`content`] in the page, shares it through the
+/// UI, waits until the page holds it and returns its link path.
+pub async fn share(v: &Visitor, seed: u32, len: usize, name: &str, ty: &str, via: Via) -> String {
+    v.wait_visible("#file-input").await;
+    v.js(MAKE_FILE, vec![]).await;
+    let script = match via {
+        Via::Picker => {
+            "const [seed, len, name, type] = arguments;
+             const dt = new DataTransfer();
+             dt.items.add(window.makeFile(seed, len, name, type));
+             const input = document.querySelector('#file-input');
+             input.files = dt.files;
+             input.dispatchEvent(new Event('change', { bubbles: true }));"
+        }
+        Via::Drop => {
+            "const [seed, len, name, type] = arguments;
+             const dt = new DataTransfer();
+             dt.items.add(window.makeFile(seed, len, name, type));
+             const zone = document.querySelector('#drop-zone');
+             for (const kind of ['dragenter', 'dragover', 'drop']) {
+               zone.dispatchEvent(new DragEvent(kind, { dataTransfer: dt, bubbles: true, cancelable: true }));
+             }"
+        }
+    };
+    v.js(script, vec![json!(seed), json!(len), json!(name), json!(ty)])
+        .await;
+    wait_held(v).await;
+    let path = v.path().await;
+    assert!(
+        crate::is_content_path(&path),
+        "{}: after sharing a file the path should be /<address>, got {path:?}",
+        v.name()
+    );
+    path
+}
+
+/// Waits until the page holds its content (downloaded and verified, or
+/// shared).
+pub async fn wait_held(v: &Visitor) {
+    v.poll(
+        "#status[data-state] = holding",
+        FILE_TIMEOUT,
+        "return document.querySelector('#status').getAttribute('data-state')",
+        vec![],
+        |s| (s.as_str() == Some("holding")).then_some(()),
+    )
+    .await;
+}
+
+/// `#progress` as a fraction (0 while hidden or unknown).
+pub async fn progress(v: &Visitor) -> f64 {
+    v.js(
+        "const p = document.querySelector('#progress'); return p.hidden ? 0 : p.value;",
+        vec![],
+    )
+    .await
+    .as_f64()
+    .unwrap_or(0.0)
+}
+
+/// Waits until `#progress` reaches `fraction`.
+pub async fn wait_progress(v: &Visitor, fraction: f64) {
+    v.poll(
+        &format!("#progress >= {fraction}"),
+        FILE_TIMEOUT,
+        "const p = document.querySelector('#progress'); return p.hidden ? 0 : p.value;",
+        vec![],
+        |p| p.as_f64().filter(|p| *p >= fraction).map(|_| ()),
+    )
+    .await;
+}
+
+/// SHA-256 (hex) of what the page's `#download` link saves, read back in
+/// the page.
+pub async fn saved_sha256(v: &Visitor) -> String {
+    let script = "const done = arguments[arguments.length - 1];
+        const a = document.querySelector('#download');
+        fetch(a.href).then((r) => r.arrayBuffer()).then((b) => crypto.subtle.digest('SHA-256', b))
+          .then((d) => done([...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, '0')).join('')),
+                (e) => done('error: ' + e));";
+    match v.client().execute_async(script, vec![]).await {
+        Ok(Value::String(hex)) => hex,
+        other => panic!("{}: cannot hash the download: {other:?}", v.name()),
+    }
+}
+
+/// The page's `#file-info` data: (name, size, type).
+pub async fn file_info(v: &Visitor) -> (String, u64, String) {
+    let info = v
+        .js(
+            "const el = document.querySelector('#file-info');
+             return [el.dataset.name, Number(el.dataset.size), el.dataset.type];",
+            vec![],
+        )
+        .await;
+    (
+        info[0].as_str().unwrap_or_default().to_owned(),
+        info[1].as_u64().unwrap_or(0),
+        info[2].as_str().unwrap_or_default().to_owned(),
+    )
+}
