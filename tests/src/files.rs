@@ -82,8 +82,11 @@ pub async fn share(v: &Visitor, seed: u32, len: usize, name: &str, ty: &str, via
              }"
         }
     };
-    v.js(script, vec![json!(seed), json!(len), json!(name), json!(ty)])
-        .await;
+    v.js(
+        script,
+        vec![json!(seed), json!(len), json!(name), json!(ty)],
+    )
+    .await;
     wait_held(v).await;
     let path = v.path().await;
     assert!(

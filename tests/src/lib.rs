@@ -19,8 +19,9 @@
 //!
 //! Run: `just build-wasm` (for `www/pkg`) and `cargo build -p broker` (or
 //! `just test`, which builds both), then `cargo test -p tests`. Needs root
-//! (for `unshare`), `/usr/bin/chromedriver` and Chromium. The benchmark:
-//! `just bench`, i.e. `cargo run --release -p tests --bin bench_open`.
+//! (for `unshare`), `/usr/bin/chromedriver` and Chromium. The benchmarks:
+//! `just bench`, i.e. `cargo run --release -p tests --bin bench_open` and
+//! `--bin bench_files`.
 //!
 //! Environment: `BROKER_BIN`, `CHROMEDRIVER`, `CHROME_BIN` override the
 //! binaries; `CHROMEDRIVER_LOG=<file>` keeps chromedriver's verbose log;

@@ -34,7 +34,12 @@ fn start(test: &str) -> Option<Run> {
 async fn assert_saved(v: &Visitor, expected: &str) {
     wait_held(v).await;
     let got = files::saved_sha256(v).await;
-    assert_eq!(got, expected, "{}: the saved bytes differ from the original", v.name());
+    assert_eq!(
+        got,
+        expected,
+        "{}: the saved bytes differ from the original",
+        v.name()
+    );
 }
 
 /// Payload bytes `v` sent to other browsers so far.
@@ -55,18 +60,32 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
     run.step("A picks a 64 MiB file on / and shares it");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(&a, 64, len, "random.bin", "application/octet-stream", Via::Picker).await;
+    let path = share(
+        &a,
+        64,
+        len,
+        "random.bin",
+        "application/octet-stream",
+        Via::Picker,
+    )
+    .await;
 
     run.step("B opens the link: name, size and type first, then progress");
     let downloads = std::env::temp_dir().join(format!("peerpage-dl-{}", std::process::id()));
     std::fs::create_dir_all(&downloads).unwrap();
-    let b = Visitor::with_downloads(&driver, "B", &downloads).await.unwrap();
+    let b = Visitor::with_downloads(&driver, "B", &downloads)
+        .await
+        .unwrap();
     b.goto(&broker.url(&path)).await;
     b.wait_visible("#file-info").await;
     let info = files::file_info(&b).await;
     assert_eq!(
         info,
-        ("random.bin".into(), len as u64, "application/octet-stream".into())
+        (
+            "random.bin".into(),
+            len as u64,
+            "application/octet-stream".into()
+        )
     );
     // Shown while bytes are still arriving.
     assert!(files::progress(&b).await < 1.0);
@@ -79,15 +98,26 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
     b.click("#download").await;
     let deadline = Instant::now() + FILE_TIMEOUT;
     while std::fs::metadata(&saved).map(|m| m.len()).unwrap_or(0) < len as u64 {
-        assert!(Instant::now() < deadline, "B never saved {}", saved.display());
+        assert!(
+            Instant::now() < deadline,
+            "B never saved {}",
+            saved.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Chromium writes to a temporary name and renames when done.
     let bytes = std::fs::read(&saved).unwrap();
-    assert_eq!(files::sha256_hex(&bytes), expected, "the saved file differs");
+    assert_eq!(
+        files::sha256_hex(&bytes),
+        expected,
+        "the saved file differs"
+    );
     let _ = std::fs::remove_dir_all(&downloads);
     let (a_sent, b_got) = (sent(&a).await, b.peer_stats().await.bytes_from_peers);
-    assert!(a_sent >= len as u64 && b_got >= len as u64, "A sent {a_sent}, B got {b_got}");
+    assert!(
+        a_sent >= len as u64 && b_got >= len as u64,
+        "A sent {a_sent}, B got {b_got}"
+    );
     a.close().await;
     b.close().await;
     run.step("done");
@@ -118,10 +148,15 @@ async fn two_holders_both_serve_a_third_browser() {
     c.goto(&broker.url(&path)).await;
     assert_saved(&c, &expected).await;
     let (from_a, from_b) = (sent(&a).await - a_before, sent(&b).await - b_before);
-    run.step(&format!("C served by A: {from_a} bytes, by B: {from_b} bytes"));
+    run.step(&format!(
+        "C served by A: {from_a} bytes, by B: {from_b} bytes"
+    ));
     // Each holder served a real share (several chunks), not a stray one.
     let share_min = len as u64 / 8;
-    assert!(from_a >= share_min && from_b >= share_min, "A {from_a}, B {from_b}");
+    assert!(
+        from_a >= share_min && from_b >= share_min,
+        "A {from_a}, B {from_b}"
+    );
     assert!(from_a + from_b >= len as u64);
     for v in [a, b, c] {
         v.close().await;
@@ -141,7 +176,15 @@ async fn a_holder_killed_mid_transfer_costs_only_time() {
 
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(&a, 3, len, "three.bin", "application/octet-stream", Via::Picker).await;
+    let path = share(
+        &a,
+        3,
+        len,
+        "three.bin",
+        "application/octet-stream",
+        Via::Picker,
+    )
+    .await;
     let b = Visitor::new(&driver, "B").await.unwrap();
     b.goto(&broker.url(&path)).await;
     assert_saved(&b, &expected).await;
@@ -154,7 +197,10 @@ async fn a_holder_killed_mid_transfer_costs_only_time() {
     let at = files::progress(&c).await;
     a.close().await;
     run.step(&format!("A gone with C at {:.0}%", at * 100.0));
-    assert!(at < 0.9, "C was nearly done ({at}) before A left: not mid-transfer");
+    assert!(
+        at < 0.9,
+        "C was nearly done ({at}) before A left: not mid-transfer"
+    );
     let b_before = sent(&b).await;
     assert_saved(&c, &expected).await;
     let from_b = sent(&b).await - b_before;
@@ -167,7 +213,8 @@ async fn a_holder_killed_mid_transfer_costs_only_time() {
 
 #[tokio::test]
 async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_intact() {
-    let Some(run) = start("a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_intact")
+    let Some(run) =
+        start("a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_intact")
     else {
         return;
     };
@@ -180,12 +227,28 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
     run.step("A shares; M shares the same file but corrupts what it serves");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(&a, 4, len, "four.bin", "application/octet-stream", Via::Picker).await;
+    let path = share(
+        &a,
+        4,
+        len,
+        "four.bin",
+        "application/octet-stream",
+        Via::Picker,
+    )
+    .await;
     let m = Visitor::new(&driver, "M").await.unwrap();
     m.goto(&broker.url("/")).await;
     m.js("window.peer.corruptServedChunks(true)", vec![]).await;
     assert_eq!(
-        share(&m, 4, len, "four.bin", "application/octet-stream", Via::Picker).await,
+        share(
+            &m,
+            4,
+            len,
+            "four.bin",
+            "application/octet-stream",
+            Via::Picker
+        )
+        .await,
         path
     );
 
@@ -199,7 +262,10 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
         log.contains("failed verification"),
         "C should say it dropped a holder for a bad chunk; log: {log:?}"
     );
-    assert!(sent(&m).await > 0, "M never served anything: the lie went untested");
+    assert!(
+        sent(&m).await > 0,
+        "M never served anything: the lie went untested"
+    );
     for v in [a, m, c] {
         v.close().await;
     }
@@ -208,7 +274,8 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
 
 #[tokio::test]
 async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
-    let Some(run) = start("a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns") else {
+    let Some(run) = start("a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns")
+    else {
         return;
     };
     let len = 48 * MIB;
@@ -219,14 +286,26 @@ async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
     run.step("A shares; B gets part of it, then A quits");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(&a, 5, len, "five.bin", "application/octet-stream", Via::Picker).await;
+    let path = share(
+        &a,
+        5,
+        len,
+        "five.bin",
+        "application/octet-stream",
+        Via::Picker,
+    )
+    .await;
     let b = Visitor::new(&driver, "B").await.unwrap();
     b.goto(&broker.url(&path)).await;
     wait_progress(&b, 0.2).await;
     a.close().await;
     b.wait_state(&["missing"]).await;
     let at = files::progress(&b).await;
-    run.step(&format!("B has {:.0}% and says: {}", at * 100.0, b.text("#status").await.unwrap_or_default()));
+    run.step(&format!(
+        "B has {:.0}% and says: {}",
+        at * 100.0,
+        b.text("#status").await.unwrap_or_default()
+    ));
     assert!(at < 0.95, "B was done ({at}) before A left");
 
     run.step("C opens the link: gets B's part, then is told what is missing");
@@ -243,7 +322,10 @@ async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
     .await;
     let said = c.text("#status").await.unwrap_or_default();
     run.step(&format!("C says: {said}"));
-    assert!(said.contains("MiB") && said.contains("resumes by itself"), "{said:?}");
+    assert!(
+        said.contains("MiB") && said.contains("resumes by itself"),
+        "{said:?}"
+    );
     let c_had = files::progress(&c).await;
     assert!(c_had > 0.1, "C should have B's part ({c_had})");
     c.js("window.__sameDocument = true", vec![]).await;
@@ -251,7 +333,15 @@ async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
     run.step("A2 shares the same file again: both resume and complete");
     let a2 = Visitor::new(&driver, "A2").await.unwrap();
     a2.goto(&broker.url("/")).await;
-    let again = share(&a2, 5, len, "five.bin", "application/octet-stream", Via::Picker).await;
+    let again = share(
+        &a2,
+        5,
+        len,
+        "five.bin",
+        "application/octet-stream",
+        Via::Picker,
+    )
+    .await;
     assert_eq!(again, path, "the same file must get the same address");
     assert_saved(&c, &expected).await;
     assert_saved(&b, &expected).await;
