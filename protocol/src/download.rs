@@ -114,8 +114,9 @@ pub enum Status {
         sources: u32,
         /// Holders with chunks requested and not yet delivered.
         sending: u32,
-        /// `[start, end)` byte ranges that no connected holder has: the
-        /// download waits for a holder of them to appear.
+        /// While nothing arrives (`sending` is 0): the `[start, end)` byte
+        /// ranges that no connected holder has; the download waits for a
+        /// holder of them to appear.
         missing: Vec<(u64, u64)>,
     },
     /// Everything arrived and matched the address.
@@ -223,16 +224,23 @@ impl Download {
         }
         let open = self.sources.values().filter(|s| s.open).count() as u32;
         if self.manifest.is_some() || open > 0 {
+            let sending = self
+                .sources
+                .values()
+                .filter(|s| s.open && !s.in_flight.is_empty())
+                .count() as u32;
             return Status::Receiving {
                 received: self.verified_bytes,
                 total: self.manifest.as_ref().map_or(0, |m| m.size),
                 sources: open,
-                sending: self
-                    .sources
-                    .values()
-                    .filter(|s| s.open && !s.in_flight.is_empty())
-                    .count() as u32,
-                missing: self.missing(),
+                sending,
+                // Only worth its cost (a pass over every chunk, on every
+                // frame) once nothing arrives.
+                missing: if sending == 0 {
+                    self.missing()
+                } else {
+                    Vec::new()
+                },
             };
         }
         if !self.sources.is_empty() {
