@@ -1118,18 +1118,24 @@ impl Inner {
     /// on `bufferedamountlow`) or the next object is still being read
     /// (resuming when the read completes), and starts the next reads.
     fn pump(&mut self, key: LinkKey) {
+        // Objects in memory are ready as soon as their read starts.
+        while self.send_queued(key) && self.read_ahead(key) {}
+    }
+
+    /// Sends what is ready; false if the link cannot send now.
+    fn send_queued(&mut self, key: LinkKey) -> bool {
         let Some(peering) = self.links.get_mut(&key) else {
-            return;
+            return false;
         };
         let Role::Serve(serving) = &mut peering.role else {
-            return;
+            return false;
         };
         let link = &peering.link;
         if !link.is_open() {
-            return;
+            return false;
         }
         let Some(dc) = link.channel.clone() else {
-            return;
+            return false;
         };
         while link.buffered() < HIGH_WATER {
             let Some(job) = serving.queue.front_mut() else {
@@ -1183,19 +1189,21 @@ impl Inner {
                 Job::Object { .. } => break,
             }
         }
-        self.read_ahead(key);
+        link.buffered() < HIGH_WATER
     }
 
-    /// Starts reading the next few queued objects.
-    fn read_ahead(&mut self, key: LinkKey) {
+    /// Starts reading the next few queued objects; true if one of them is
+    /// ready at once (it was in memory).
+    fn read_ahead(&mut self, key: LinkKey) -> bool {
         let Some(Peering {
             role: Role::Serve(serving),
             ..
         }) = self.links.get_mut(&key)
         else {
-            return;
+            return false;
         };
         let mut failed = None;
+        let mut ready = false;
         let objects = serving
             .queue
             .iter_mut()
@@ -1222,7 +1230,10 @@ impl Inner {
                 FrameKind::Chunk => held.read_chunk(*index),
             };
             match read {
-                Ok(ChunkRead::Ready(bytes)) => *data = Loading::Ready(bytes),
+                Ok(ChunkRead::Ready(bytes)) => {
+                    *data = Loading::Ready(bytes);
+                    ready = true;
+                }
                 Ok(ChunkRead::Pending(promise)) => {
                     self.reads += 1;
                     let id = self.reads;
@@ -1241,7 +1252,9 @@ impl Inner {
         }
         if let Some(message) = failed {
             self.fail_serving(key, message);
+            return false;
         }
+        ready
     }
 
     /// A chunk read finished: send it, or give up serving this link.
