@@ -65,9 +65,12 @@ fuzz:
 ci: lint test fuzz
 
 # Benchmarks: time to open a share link vs. a plain-JS floor (set
-# BENCH_RUNS to change the number of opens, default 20).
+# BENCH_RUNS to change the number of opens, default 20), then file
+# transfers: 100 MiB vs. a plain RTCDataChannel (BENCH_FILE_RUNS runs of
+# each, default 3) and a swarm of 4 downloaders on one seeder.
 bench: build
     cargo run --release -p tests --bin bench_open
+    cargo run --release -p tests --bin bench_files
 
 # Broker load against PeerJS's server and matchbox_server, all three in one
 # run: relay throughput and latency with 1,000 peers, p99 at 20,000 msg/s,

@@ -1373,9 +1373,12 @@ impl Inner {
                     if let Err(e) = held.store(index, bytes) {
                         // The browser refused the bytes (out of memory or
                         // disk): nothing can be kept, so stop here.
-                        let message = format!("cannot keep the content: {e}");
-                        self.emit(Event::Warning(content, message.clone()));
-                        self.fail_fetch(content, message);
+                        let message = format!(
+                            "cannot keep the content: {e}; free some memory or disk space and open the link again"
+                        );
+                        self.emit(Event::Warning(content, message));
+                        // Its promises reject.
+                        self.cancel(&content);
                         return;
                     }
                     self.tell_watchers(content, &Reply::Got { content, index });
@@ -1400,11 +1403,6 @@ impl Inner {
             }
         }
         self.emit(Event::Status(content, Status::Verified));
-    }
-
-    /// Ends a download that cannot go on; its promises reject.
-    fn fail_fetch(&mut self, content: ContentId, _why: String) {
-        self.cancel(&content);
     }
 
     fn emit_status(&mut self, content: ContentId) {

@@ -30,8 +30,11 @@ pub mod scheduler;
 pub const MAX_SOURCES: usize = 4;
 /// Chunks requested from one holder before the first of them arrives.
 pub const PIPELINE: usize = 4;
-/// Leading chunks asked to come along with the manifest.
-pub const PREFETCH: u32 = 4;
+/// Leading chunks asked to come along with the manifest: one, which is
+/// all of a typical page. More would make every downloader of a big file
+/// take the same leading chunks from the first holder, which is the
+/// seeder when a crowd arrives together.
+pub const PREFETCH: u32 = 1;
 /// A holder whose data channel is not open after this long is dropped.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A holder that owes data and sends nothing for this long is dropped.

@@ -1,0 +1,568 @@
+//! File transfers: throughput against a plain-JS ceiling, and a small swarm.
+//!
+//! 1. Throughput. Visitor A shares a 100 MiB file of pseudo-random bytes
+//!    (`peer.shareFile`); visitor B, another Chromium, opens its link and
+//!    is timed from its navigation start to `#status[data-state]` turning
+//!    "verified" (or "holding"), on B's own clock. The floor, run in
+//!    turn with ours, is `tests/floor/bulk-{sender,receiver}.html` on a second
+//!    broker: one RTCDataChannel, the same 100 MiB sent with backpressure,
+//!    the receiver only counting bytes, timed from its navigation start to
+//!    the last byte the same way. The floor runs with 16 KiB messages and
+//!    64 KiB ones (what our peer sends); ours is compared with the better.
+//!    Also B's peak wasm memory during ours (`window.wasmMemory`).
+//! 2. Swarm. A fresh seeder shares a 32 MiB file; first one downloader
+//!    alone, then (with a new seeder and file) four fresh downloaders that
+//!    navigate at once. Wall time from the bench process, from just before
+//!    the first navigation to the last downloader verified, and the bytes
+//!    the seeder uploaded.
+//!
+//! The moment of "verified" is caught in the page by a probe that Chromium
+//! runs at the start of every document (DevTools
+//! `Page.addScriptToEvaluateOnNewDocument`): a MutationObserver on
+//! `data-state` attributes, so it never misses a transfer that ends before
+//! WebDriver could ask, and costs no polling over WebDriver. The app's
+//! `peer.onevent` is left alone (it has no getter to chain to).
+//!
+//! `cargo run --release -p tests --bin bench_files` (root; re-executes
+//! itself in a private network namespace, see `tests::netns`; needs the app
+//! built with the files API, `just build`). `BENCH_FILE_RUNS` sets the
+//! number of throughput runs of each (default 3).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use fantoccini::wd::WebDriverCompatibleCommand;
+use serde_json::{json, Value};
+use tests::{Broker, ChromeDriver, Visitor};
+
+const MIB: f64 = (1 << 20) as f64;
+/// The throughput file.
+const FILE_BYTES: u64 = 100 << 20;
+/// The swarm file.
+const SWARM_BYTES: u64 = 32 << 20;
+/// Floor message sizes: a common choice, and our peer's frame size.
+const FLOOR_MESSAGES: [u64; 2] = [16 << 10, 64 << 10];
+/// Targets: ours at least 90% of the better floor; the swarm of four at
+/// most twice as long as one download; the seeder uploading at most twice
+/// the file (the downloaders share the rest among themselves).
+const TARGET_THROUGHPUT: f64 = 0.9;
+const TARGET_SWARM_WALL: f64 = 2.0;
+const TARGET_SEEDER_UPLOAD: f64 = 2.0;
+/// A 100 MiB transfer at a crawl still ends well within this.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Without the back/forward cache, a page left behind is really gone (as
+/// in bench_open).
+const NO_BFCACHE: &str = "--disable-features=BackForwardCache";
+
+/// Runs at the start of every document of a timed visitor (see the module
+/// comment). `__bench.done`: `performance.now()` when `#status` first turned
+/// verified or holding; `mem`: the largest `wasmMemory` seen (sampled every
+/// 50 ms; wasm memory never shrinks, so the last sample is the peak).
+const PROBE: &str = r#"(() => {
+  const b = (window.__bench = { done: null, mem: 0, states: [], waiters: [] });
+  const sample = () => {
+    const m = window.wasmMemory;
+    if (m && m.buffer) b.mem = Math.max(b.mem, m.buffer.byteLength);
+  };
+  setInterval(sample, 50);
+  new MutationObserver(() => {
+    const el = document.getElementById("status");
+    const state = el && el.getAttribute("data-state");
+    const last = b.states[b.states.length - 1];
+    if (!last || last[1] !== state) b.states.push([Math.round(performance.now()), state]);
+    if (b.done === null && (state === "verified" || state === "holding")) {
+      b.done = performance.now();
+      sample();
+      b.waiters.splice(0).forEach((wake) => wake());
+    }
+  }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-state"] });
+})();"#;
+
+/// Resolves with `{ms, mem}` once the probe saw the end, or with null after
+/// 5 s (the caller asks again: one long wait would hit the script timeout).
+const WAIT_DONE: &str = r#"const done = arguments[arguments.length - 1];
+const b = window.__bench;
+if (!b) return done({ error: "no bench probe in this page" });
+const result = () => {
+  const m = window.wasmMemory;
+  return { ms: b.done, mem: Math.max(b.mem, m && m.buffer ? m.buffer.byteLength : 0) };
+};
+if (b.done !== null) return done(result());
+b.waiters.push(() => done(result()));
+setTimeout(() => done(null), 5000);"#;
+
+/// Makes a File of `size` pseudo-random bytes (xorshift32, fast enough for
+/// 100 MiB in page JS) and shares it with `peer.shareFile`; resolves with
+/// `{address, ms}` or `{error}`.
+const SHARE_FILE: &str = r#"const [size, seed, name, done] = arguments;
+const words = new Uint32Array(size / 4);
+let x = seed | 0 || 1;
+for (let i = 0; i < words.length; i++) {
+  x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+  words[i] = x;
+}
+const file = new File([words], name, { type: "application/octet-stream" });
+const start = performance.now();
+window.peer.shareFile(file, name, "application/octet-stream").then(
+  (address) => done({ address, ms: performance.now() - start }),
+  (e) => done({ error: String((e && e.message) || e) }),
+);"#;
+
+fn main() -> anyhow::Result<()> {
+    tests::netns::reexec_self();
+    let runs = match std::env::var("BENCH_FILE_RUNS") {
+        Ok(n) => n.parse().context("BENCH_FILE_RUNS")?,
+        Err(_) => 3,
+    };
+    ensure!(runs >= 1, "BENCH_FILE_RUNS must be at least 1");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(runs))
+}
+
+async fn bench(runs: usize) -> anyhow::Result<()> {
+    let driver = ChromeDriver::start()?;
+    println!(
+        "broker: {}",
+        tests::broker::broker_bin()?.canonicalize()?.display()
+    );
+    let app = Broker::start(&tests::www_dir()?, false)?;
+    let floor = Broker::start(&tests::floor_dir(), false)?;
+
+    let throughput = throughput(&driver, &app, &floor, runs).await?;
+    let swarm = swarm(&driver, &app).await?;
+
+    println!();
+    println!("summary");
+    throughput.print();
+    swarm.print();
+    Ok(())
+}
+
+// ---------------------------------------------------------------- throughput
+
+struct Throughput {
+    /// MiB/s of each run: ours, then one list per floor message size.
+    ours: Vec<f64>,
+    floors: [Vec<f64>; 2],
+    /// B's peak wasm memory over all runs of ours, bytes (0: not exposed).
+    peak_wasm: u64,
+}
+
+impl Throughput {
+    fn print(&self) {
+        println!(
+            "{:<20} {:>4} {:>13} {:>10}",
+            format!("{} MiB transfer", FILE_BYTES >> 20),
+            "n",
+            "median MiB/s",
+            "min MiB/s"
+        );
+        let ours = median(&self.ours);
+        let floors = self.floors.each_ref().map(|f| median(f));
+        let mut rows = vec![("ours".to_owned(), &self.ours)];
+        for (size, f) in FLOOR_MESSAGES.iter().zip(&self.floors) {
+            rows.push((format!("floor {} KiB msgs", size >> 10), f));
+        }
+        for (name, v) in rows {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            println!("{name:<20} {:>4} {:>13.1} {min:>10.1}", v.len(), median(v));
+        }
+        let best = if floors[1] > floors[0] { 1 } else { 0 };
+        let ratio = ours / floors[best];
+        println!(
+            "ours / best floor ({} KiB msgs): {ratio:.2} (target >= {TARGET_THROUGHPUT}: {})",
+            FLOOR_MESSAGES[best] >> 10,
+            verdict(ratio >= TARGET_THROUGHPUT)
+        );
+        if self.peak_wasm > 0 {
+            println!(
+                "B's peak wasm memory during ours: {:.1} MiB",
+                self.peak_wasm as f64 / MIB
+            );
+        } else {
+            println!(
+                "B's peak wasm memory during ours: unknown (the app sets no window.wasmMemory)"
+            );
+        }
+    }
+}
+
+async fn throughput(
+    driver: &ChromeDriver,
+    app: &Broker,
+    floor: &Broker,
+    runs: usize,
+) -> anyhow::Result<Throughput> {
+    println!(
+        "throughput: {} MiB, ours vs plain RTCDataChannel, {runs} runs each",
+        FILE_BYTES >> 20
+    );
+    // Ours: A shares the file from the compose page and stays there.
+    let a = Visitor::new(driver, "A").await?;
+    a.goto(&app.url("/")).await;
+    let address = share_file(&a, FILE_BYTES, 1).await?;
+    wait_metric(app, "broker_addresses", 1.0).await?;
+    let link = app.url(&format!("/{address}"));
+
+    // Floor: the sender makes the same bytes.
+    let sender = Visitor::new(driver, "floor-sender").await?;
+    sender.goto(&floor.url("/bulk-sender.html")).await;
+    sender.wait_attr("#status", "data-state", "ready").await;
+    let made = sender
+        .js(
+            "return window.prepare(arguments[0], 1)",
+            vec![json!(FILE_BYTES)],
+        )
+        .await;
+    ensure!(
+        made.as_u64() == Some(FILE_BYTES),
+        "floor sender made {made} bytes"
+    );
+    let id = sender.attr("#me", "data-id").await.context("sender id")?;
+
+    let b = timed_visitor(driver, "B").await?;
+    let mut result = Throughput {
+        ours: Vec::new(),
+        floors: [Vec::new(), Vec::new()],
+        peak_wasm: 0,
+    };
+    for run in 1..=runs {
+        // Ours. Only A may hold the file: B's previous page must be gone.
+        b.goto("about:blank").await;
+        wait_metric(app, "broker_peers", 1.0).await?;
+        b.goto(&link).await;
+        let done = wait_done(&b, &[&a]).await;
+        let got = b.peer_stats().await.bytes_from_peers;
+        ensure!(
+            got >= FILE_BYTES,
+            "B verified the file but received only {got} bytes over data channels"
+        );
+        let ours = mib_per_s(FILE_BYTES, done.page_ms);
+        result.ours.push(ours);
+        result.peak_wasm = result.peak_wasm.max(done.wasm_bytes);
+        let mut line = format!(
+            "run {run}: ours {ours:6.1} MiB/s ({:5.0} ms, wasm {:.0} MiB)",
+            done.page_ms,
+            done.wasm_bytes as f64 / MIB
+        );
+        b.goto("about:blank").await;
+
+        // Floor, each message size.
+        for (i, size) in FLOOR_MESSAGES.iter().enumerate() {
+            b.goto(&floor.url(&format!("/bulk-receiver.html#{id},{size}")))
+                .await;
+            let done = wait_done(&b, &[&sender]).await;
+            let got = b.js("return window.received", vec![]).await;
+            ensure!(
+                got.as_u64() == Some(FILE_BYTES),
+                "floor receiver counted {got} bytes"
+            );
+            let floor = mib_per_s(FILE_BYTES, done.page_ms);
+            result.floors[i].push(floor);
+            line += &format!(", floor {} KiB {floor:6.1} MiB/s", size >> 10);
+            b.goto("about:blank").await;
+        }
+        println!("{line}");
+    }
+    b.close().await;
+    a.close().await;
+    sender.close().await;
+    Ok(result)
+}
+
+// --------------------------------------------------------------------- swarm
+
+struct Swarm {
+    single: Duration,
+    wall: Duration,
+    seeder_sent: u64,
+}
+
+impl Swarm {
+    fn print(&self) {
+        let ratio = self.wall.as_secs_f64() / self.single.as_secs_f64();
+        println!(
+            "swarm of {} MiB: 1 downloader {:.0} ms, 4 downloaders {:.0} ms wall",
+            SWARM_BYTES >> 20,
+            self.single.as_secs_f64() * 1e3,
+            self.wall.as_secs_f64() * 1e3
+        );
+        println!(
+            "swarm wall / single: {ratio:.2} (target <= {TARGET_SWARM_WALL}: {})",
+            verdict(ratio <= TARGET_SWARM_WALL)
+        );
+        let upload = self.seeder_sent as f64 / SWARM_BYTES as f64;
+        println!(
+            "seeder upload / file size: {upload:.2} (target <= {TARGET_SEEDER_UPLOAD}: {})",
+            verdict(upload <= TARGET_SEEDER_UPLOAD)
+        );
+    }
+}
+
+async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
+    println!();
+    println!("swarm: {} MiB, 1 seeder", SWARM_BYTES >> 20);
+
+    // One download alone. Each part gets its own file (seed), so nobody
+    // left from before can hold it.
+    let seeder = Visitor::new(driver, "seeder-1").await?;
+    seeder.goto(&app.url("/")).await;
+    let address = share_file(&seeder, SWARM_BYTES, 2).await?;
+    wait_metric(app, "broker_addresses", 1.0).await?;
+    let link = app.url(&format!("/{address}"));
+    let d = timed_visitor(driver, "single").await?;
+    let start = Instant::now();
+    let done = download(&d, &link, &seeder).await;
+    let single = done.at - start;
+    let got = d.peer_stats().await.bytes_from_peers;
+    let sent = seeder.peer_stats().await.bytes_to_peers;
+    println!(
+        "single: {:.0} ms wall ({:.0} ms in page, {:.1} MiB/s), bytesFromPeers {got}, \
+         seeder bytesToPeers {sent}",
+        single.as_secs_f64() * 1e3,
+        done.page_ms,
+        SWARM_BYTES as f64 / MIB / single.as_secs_f64()
+    );
+    ensure!(
+        got >= SWARM_BYTES,
+        "the downloader received only {got} bytes"
+    );
+    d.close().await;
+    seeder.close().await;
+    wait_metric(app, "broker_addresses", 0.0).await?;
+
+    // Four at once, from a fresh seeder of a new file.
+    let seeder = Visitor::new(driver, "seeder-2").await?;
+    seeder.goto(&app.url("/")).await;
+    let address = share_file(&seeder, SWARM_BYTES, 3).await?;
+    wait_metric(app, "broker_addresses", 1.0).await?;
+    let link = app.url(&format!("/{address}"));
+    let mut ds = Vec::new();
+    for i in 1..=4 {
+        ds.push(timed_visitor(driver, &format!("downloader-{i}")).await?);
+    }
+    let start = Instant::now();
+    let done = tokio::join!(
+        download(&ds[0], &link, &seeder),
+        download(&ds[1], &link, &seeder),
+        download(&ds[2], &link, &seeder),
+        download(&ds[3], &link, &seeder),
+    );
+    let done = [done.0, done.1, done.2, done.3];
+    let wall = done.iter().map(|d| d.at - start).max().expect("four");
+    // Read right away: once all hold the file, nothing more should move.
+    let seeder_sent = seeder.peer_stats().await.bytes_to_peers;
+    println!("swarm: {:.0} ms wall", wall.as_secs_f64() * 1e3);
+    for (d, done) in ds.iter().zip(&done) {
+        let got = d.peer_stats().await.bytes_from_peers;
+        println!(
+            "  {}: verified at {:.0} ms wall ({:.0} ms in page), bytesFromPeers {got} ({:.2}x file)",
+            d.name(),
+            (done.at - start).as_secs_f64() * 1e3,
+            done.page_ms,
+            got as f64 / SWARM_BYTES as f64
+        );
+        ensure!(got >= SWARM_BYTES, "{} received only {got} bytes", d.name());
+    }
+    println!(
+        "  seeder bytesToPeers {seeder_sent} ({:.2}x file)",
+        seeder_sent as f64 / SWARM_BYTES as f64
+    );
+    for d in ds {
+        d.close().await;
+    }
+    seeder.close().await;
+    Ok(Swarm {
+        single,
+        wall,
+        seeder_sent,
+    })
+}
+
+// ------------------------------------------------------------------- helpers
+
+/// A Chromium whose every page runs [`PROBE`] first.
+async fn timed_visitor(driver: &ChromeDriver, name: &str) -> anyhow::Result<Visitor> {
+    let v = Visitor::with_args(driver, name, &[NO_BFCACHE]).await?;
+    v.client()
+        .issue_cmd(Cdp {
+            cmd: "Page.addScriptToEvaluateOnNewDocument",
+            params: json!({ "source": PROBE }),
+        })
+        .await
+        .with_context(|| format!("{name}: cannot install the bench probe"))?;
+    Ok(v)
+}
+
+/// chromedriver's pass-through to the DevTools protocol
+/// (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Makes and shares a `size`-byte file in `v`'s app page; returns its
+/// address. Fails clearly if the app predates the files API.
+async fn share_file(v: &Visitor, size: u64, seed: u32) -> anyhow::Result<String> {
+    // The app sets window.peer once its wasm is ready.
+    v.poll(
+        "window.peer",
+        tests::PAGE_TIMEOUT,
+        "return !!window.peer",
+        vec![],
+        |x| (x == &json!(true)).then_some(()),
+    )
+    .await;
+    let has = v
+        .js("return typeof window.peer.shareFile === 'function'", vec![])
+        .await;
+    if has != json!(true) {
+        bail!(
+            "window.peer.shareFile is not a function: the app in www/pkg predates file sharing; \
+             build it with `just build` and run again"
+        );
+    }
+    let r = v
+        .client()
+        .execute_async(
+            SHARE_FILE,
+            vec![json!(size), json!(seed), json!("bench.bin")],
+        )
+        .await
+        .with_context(|| format!("{}: shareFile script failed", v.name()))?;
+    if let Some(e) = r.get("error") {
+        bail!("{}: peer.shareFile failed: {e}", v.name());
+    }
+    let address = r["address"].as_str().unwrap_or_default().to_owned();
+    ensure!(
+        tests::is_content_path(&format!("/{address}")),
+        "{}: peer.shareFile resolved with {r}, not an address",
+        v.name()
+    );
+    println!(
+        "{}: shared {} MiB in {:.0} ms (hashing)",
+        v.name(),
+        size >> 20,
+        r["ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(address)
+}
+
+/// The end of one timed transfer.
+struct Done {
+    /// ms from the page's navigation start (its `performance.now()`).
+    page_ms: f64,
+    /// The page's wasm memory at the end, bytes (its peak).
+    wasm_bytes: u64,
+    /// When the bench process learnt of it.
+    at: Instant,
+}
+
+/// Opens `link` in `v` and waits for the download to be verified.
+async fn download(v: &Visitor, link: &str, seeder: &Visitor) -> Done {
+    v.goto(link).await;
+    wait_done(v, &[seeder]).await
+}
+
+/// Waits for the probe in `v`'s page to see the transfer end; on timeout
+/// panics with what `v` and the `others` involved were doing.
+async fn wait_done(v: &Visitor, others: &[&Visitor]) -> Done {
+    let deadline = Instant::now() + TRANSFER_TIMEOUT;
+    let failure = loop {
+        match v.client().execute_async(WAIT_DONE, vec![]).await {
+            Ok(Value::Null) if Instant::now() < deadline => continue,
+            Ok(Value::Null) => break format!("not done after {TRANSFER_TIMEOUT:?}"),
+            Ok(r) if r["ms"].is_number() => {
+                return Done {
+                    page_ms: r["ms"].as_f64().unwrap_or_default(),
+                    wasm_bytes: r["mem"].as_f64().unwrap_or_default() as u64,
+                    at: Instant::now(),
+                }
+            }
+            Ok(r) => break format!("unexpected answer {r}"),
+            Err(e) => break format!("waiting failed: {e}"),
+        }
+    };
+    let mut report = format!("{}: {failure}\n{}", v.name(), dump(v).await);
+    for o in others {
+        report += &format!("\n{}", dump(o).await);
+    }
+    panic!("{report}");
+}
+
+/// A visitor's page, its state changes and its trace (the floor pages keep
+/// `window.trace`, the app logs to `#log`), for failure messages.
+async fn dump(v: &Visitor) -> String {
+    let script = "return {
+        states: window.__bench && window.__bench.states,
+        trace: window.trace || [...document.querySelectorAll('#log li')].map((li) => li.textContent),
+        stats: window.peer && window.peer.stats(),
+      }";
+    let detail = match v.client().execute(script, vec![]).await {
+        Ok(d) => format!("{d:#}"),
+        Err(e) => format!("(unreadable: {e})"),
+    };
+    format!("{}\n{detail}", v.describe().await)
+}
+
+/// Polls the broker's metric `name` until it is `want`.
+async fn wait_metric(broker: &Broker, name: &str, want: f64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + tests::PAGE_TIMEOUT;
+    loop {
+        let got = broker.metric(name)?;
+        if got == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "broker metric {name} is {got}, not {want}, after {:?}",
+                tests::PAGE_TIMEOUT
+            );
+        }
+        tokio::time::sleep(tests::POLL).await;
+    }
+}
+
+fn mib_per_s(bytes: u64, ms: f64) -> f64 {
+    bytes as f64 / MIB / (ms / 1e3)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
