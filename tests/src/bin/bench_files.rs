@@ -25,7 +25,8 @@
 //!
 //! `cargo run --release -p tests --bin bench_files` (root; re-executes
 //! itself in a private network namespace, see `tests::netns`; needs the app
-//! built with the files API, `just build`). `BENCH_FILE_RUNS` sets the
+//! built with the files API, `just build`). `BENCH_FILE_MIB` sets the size
+//! of the throughput file (default 100). `BENCH_FILE_RUNS` sets the
 //! number of throughput runs of each (default 3).
 
 use std::time::{Duration, Instant};
@@ -36,8 +37,18 @@ use serde_json::{json, Value};
 use tests::{Broker, ChromeDriver, Visitor};
 
 const MIB: f64 = (1 << 20) as f64;
-/// The throughput file.
-const FILE_BYTES: u64 = 100 << 20;
+/// The throughput file: 100 MiB, or `BENCH_FILE_MIB` (e.g. 1024 to check
+/// that a 1 GiB file goes through with the wasm heap staying small).
+fn file_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let mib = std::env::var("BENCH_FILE_MIB").map_or(100, |v| {
+            v.parse()
+                .expect("BENCH_FILE_MIB must be a whole number of MiB")
+        });
+        mib << 20
+    })
+}
 /// The swarm file.
 const SWARM_BYTES: u64 = 32 << 20;
 /// Floor message sizes: a common choice, and our peer's frame size.
@@ -95,13 +106,20 @@ setTimeout(() => done(null), 5000);"#;
 /// 100 MiB in page JS) and shares it with `peer.shareFile`; resolves with
 /// `{address, ms}` or `{error}`.
 const SHARE_FILE: &str = r#"const [size, seed, name, done] = arguments;
-const words = new Uint32Array(size / 4);
+// In 16 MiB parts, so that the page never needs one buffer as big as
+// the file.
+const PART = 16 << 20;
+const parts = [];
 let x = seed | 0 || 1;
-for (let i = 0; i < words.length; i++) {
-  x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-  words[i] = x;
+for (let at = 0; at < size; at += PART) {
+  const words = new Uint32Array(Math.min(PART, size - at) / 4);
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    words[i] = x;
+  }
+  parts.push(new Blob([words]));
 }
-const file = new File([words], name, { type: "application/octet-stream" });
+const file = new File(parts, name, { type: "application/octet-stream" });
 const start = performance.now();
 window.peer.shareFile(file, name, "application/octet-stream").then(
   (address) => done({ address, ms: performance.now() - start }),
@@ -154,7 +172,7 @@ impl Throughput {
     fn print(&self) {
         println!(
             "{:<20} {:>4} {:>13} {:>10}",
-            format!("{} MiB transfer", FILE_BYTES >> 20),
+            format!("{} MiB transfer", file_bytes() >> 20),
             "n",
             "median MiB/s",
             "min MiB/s"
@@ -197,12 +215,12 @@ async fn throughput(
 ) -> anyhow::Result<Throughput> {
     println!(
         "throughput: {} MiB, ours vs plain RTCDataChannel, {runs} runs each",
-        FILE_BYTES >> 20
+        file_bytes() >> 20
     );
     // Ours: A shares the file from the compose page and stays there.
     let a = Visitor::new(driver, "A").await?;
     a.goto(&app.url("/")).await;
-    let address = share_file(&a, FILE_BYTES, 1).await?;
+    let address = share_file(&a, file_bytes(), 1).await?;
     wait_metric(app, "broker_addresses", 1.0).await?;
     let link = app.url(&format!("/{address}"));
 
@@ -213,11 +231,11 @@ async fn throughput(
     let made = sender
         .js(
             "return window.prepare(arguments[0], 1)",
-            vec![json!(FILE_BYTES)],
+            vec![json!(file_bytes())],
         )
         .await;
     ensure!(
-        made.as_u64() == Some(FILE_BYTES),
+        made.as_u64() == Some(file_bytes()),
         "floor sender made {made} bytes"
     );
     let id = sender.attr("#me", "data-id").await.context("sender id")?;
@@ -236,10 +254,10 @@ async fn throughput(
         let done = wait_done(&b, &[&a]).await;
         let got = b.peer_stats().await.bytes_from_peers;
         ensure!(
-            got >= FILE_BYTES,
+            got >= file_bytes(),
             "B verified the file but received only {got} bytes over data channels"
         );
-        let ours = mib_per_s(FILE_BYTES, done.page_ms);
+        let ours = mib_per_s(file_bytes(), done.page_ms);
         result.ours.push(ours);
         result.peak_wasm = result.peak_wasm.max(done.wasm_bytes);
         let mut line = format!(
@@ -256,10 +274,10 @@ async fn throughput(
             let done = wait_done(&b, &[&sender]).await;
             let got = b.js("return window.received", vec![]).await;
             ensure!(
-                got.as_u64() == Some(FILE_BYTES),
+                got.as_u64() == Some(file_bytes()),
                 "floor receiver counted {got} bytes"
             );
-            let floor = mib_per_s(FILE_BYTES, done.page_ms);
+            let floor = mib_per_s(file_bytes(), done.page_ms);
             result.floors[i].push(floor);
             line += &format!(", floor {} KiB {floor:6.1} MiB/s", size >> 10);
             b.goto("about:blank").await;
