@@ -331,7 +331,7 @@ impl Inner {
     /// announces it; returns its address.
     pub fn share_file(&mut self, manifest: Manifest, file: web_sys::Blob) -> ContentId {
         let held = Held::from_file(manifest, file);
-        let address = held.manifest.address();
+        let address = held.address();
         self.hold(address, held);
         address
     }
@@ -339,13 +339,7 @@ impl Inner {
     /// Holds complete content.
     fn hold(&mut self, address: ContentId, held: Rc<Held>) {
         // Someone waiting for this very content gets it at once.
-        if let Some(fetch) = self.fetches.remove(&address) {
-            self.socket.send(&ClientMsg::Unwant { content: address });
-            for w in fetch.waiters {
-                let _ = w.send(held.clone());
-            }
-            self.emit(Event::Status(address, Status::Verified));
-        }
+        self.finish_fetch(address, &held);
         let replaced = self.held.insert(address, held.clone()).is_some();
         if replaced {
             // Had part of it: whoever we told so learns it is all here now.
@@ -1388,19 +1382,27 @@ impl Inner {
         }
     }
 
+    /// Every chunk is stored: the content we hold (since its manifest)
+    /// is complete.
     fn complete(&mut self, content: ContentId) {
+        if let Some(held) = self.held.get(&content).cloned() {
+            self.finish_fetch(content, &held);
+        }
+    }
+
+    /// Ends the download of `content`, if any, with `held`: its waiters get
+    /// it, the broker hears we want it no more, the page that it is
+    /// verified.
+    fn finish_fetch(&mut self, content: ContentId, held: &Rc<Held>) {
         if self.want_in_url == Some(content) {
             self.want_in_url = None;
         }
         let Some(fetch) = self.fetches.remove(&content) else {
             return;
         };
-        // We hold it already (since the manifest); now we want nothing more.
         self.socket.send(&ClientMsg::Unwant { content });
-        if let Some(held) = self.held.get(&content) {
-            for w in fetch.waiters {
-                let _ = w.send(held.clone());
-            }
+        for w in fetch.waiters {
+            let _ = w.send(held.clone());
         }
         self.emit(Event::Status(content, Status::Verified));
     }

@@ -54,14 +54,19 @@ impl Held {
         name: Option<&str>,
     ) -> (ContentId, Rc<Held>) {
         let manifest = Manifest::describe(&data, media_type, name);
-        let held = Self::new(manifest, Body::Memory(data), true);
-        (held.manifest.address(), Rc::new(held))
+        let held = Self::new(manifest.to_bytes(), manifest, Body::Memory(data), true);
+        (held.address(), Rc::new(held))
     }
 
     /// A file this page shared, described by `manifest` (see
     /// `crate::hashing`): complete, read from the file when served.
     pub fn from_file(manifest: Manifest, file: Blob) -> Rc<Held> {
-        Rc::new(Self::new(manifest, Body::File(file), true))
+        Rc::new(Self::new(
+            manifest.to_bytes(),
+            manifest,
+            Body::File(file),
+            true,
+        ))
     }
 
     /// Content being downloaded, once its manifest is verified: nothing
@@ -72,15 +77,13 @@ impl Held {
         } else {
             Body::Parts(vec![None; manifest.chunk_count() as usize])
         };
-        let mut held = Self::new(manifest, body, false);
-        held.manifest_bytes = manifest_bytes;
-        Rc::new(held)
+        Rc::new(Self::new(manifest_bytes, manifest, body, false))
     }
 
-    fn new(manifest: Manifest, body: Body, complete: bool) -> Held {
+    fn new(manifest_bytes: Vec<u8>, manifest: Manifest, body: Body, complete: bool) -> Held {
         let count = manifest.chunk_count();
         Held {
-            manifest_bytes: manifest.to_bytes(),
+            manifest_bytes,
             manifest,
             body: RefCell::new(body),
             have: RefCell::new(if complete {
@@ -89,6 +92,11 @@ impl Held {
                 Availability::none(count)
             }),
         }
+    }
+
+    /// Its address (the hash of its manifest bytes).
+    pub fn address(&self) -> ContentId {
+        ContentId::of_manifest_bytes(&self.manifest_bytes)
     }
 
     /// Keeps verified chunk `index`.
