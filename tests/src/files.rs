@@ -34,20 +34,58 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Page script: `window.makeFile(seed, len, name, type)` returns a `File`
-/// with the bytes of [`content`].
+/// with the bytes of [`content`], made in 16 MiB parts so that the page
+/// never needs one buffer as big as the file.
 pub const MAKE_FILE: &str = r#"
 window.makeFile = (seed, len, name, type) => {
-  const words = new Uint32Array(len / 4);
+  const PART = 16 << 20;
+  const parts = [];
   let x = (seed | 1) >>> 0;
-  for (let i = 0; i < words.length; i++) {
-    x = (x ^ (x << 13)) >>> 0;
-    x = (x ^ (x >>> 17)) >>> 0;
-    x = (x ^ (x << 5)) >>> 0;
-    words[i] = x;
+  for (let at = 0; at < len; at += PART) {
+    const words = new Uint32Array(Math.min(PART, len - at) / 4);
+    for (let i = 0; i < words.length; i++) {
+      x = (x ^ (x << 13)) >>> 0;
+      x = (x ^ (x >>> 17)) >>> 0;
+      x = (x ^ (x << 5)) >>> 0;
+      words[i] = x;
+    }
+    parts.push(new Blob([words]));
   }
-  return new File([words], name, { type });
+  return new File(parts, name, { type });
 };
 "#;
+
+/// A file of [`content`] as the tests share it.
+#[derive(Clone, Copy, Debug)]
+pub struct TestFile {
+    /// Seed of its bytes.
+    pub seed: u32,
+    /// Length in bytes (a multiple of 4).
+    pub len: usize,
+    /// File name.
+    pub name: &'static str,
+}
+
+impl TestFile {
+    /// SHA-256 (hex) of its bytes, made natively.
+    pub fn sha256(&self) -> String {
+        sha256_hex(&content(self.seed, self.len))
+    }
+
+    /// Shares it from `v`, which shows `/` (see [`share`]); returns the
+    /// link path.
+    pub async fn share(&self, v: &Visitor, via: Via) -> String {
+        share(
+            v,
+            self.seed,
+            self.len,
+            self.name,
+            "application/octet-stream",
+            via,
+        )
+        .await
+    }
+}
 
 /// How a test hands a file to the page.
 #[derive(Clone, Copy, Debug)]
@@ -100,25 +138,17 @@ pub async fn share(v: &Visitor, seed: u32, len: usize, name: &str, ty: &str, via
 /// Waits until the page holds its content (downloaded and verified, or
 /// shared).
 pub async fn wait_held(v: &Visitor) {
-    v.poll(
-        "#status[data-state] = holding",
-        FILE_TIMEOUT,
-        "return document.querySelector('#status').getAttribute('data-state')",
-        vec![],
-        |s| (s.as_str() == Some("holding")).then_some(()),
-    )
-    .await;
+    v.wait_attr_in_within("#status", "data-state", &["holding"], FILE_TIMEOUT)
+        .await;
 }
+
+/// Page script: `#progress` as a fraction (0 while hidden).
+const PROGRESS: &str =
+    "const p = document.querySelector('#progress'); return p.hidden ? 0 : p.value;";
 
 /// `#progress` as a fraction (0 while hidden or unknown).
 pub async fn progress(v: &Visitor) -> f64 {
-    v.js(
-        "const p = document.querySelector('#progress'); return p.hidden ? 0 : p.value;",
-        vec![],
-    )
-    .await
-    .as_f64()
-    .unwrap_or(0.0)
+    v.js(PROGRESS, vec![]).await.as_f64().unwrap_or(0.0)
 }
 
 /// Waits until `#progress` reaches `fraction`.
@@ -126,7 +156,7 @@ pub async fn wait_progress(v: &Visitor, fraction: f64) {
     v.poll(
         &format!("#progress >= {fraction}"),
         FILE_TIMEOUT,
-        "const p = document.querySelector('#progress'); return p.hidden ? 0 : p.value;",
+        PROGRESS,
         vec![],
         |p| p.as_f64().filter(|p| *p >= fraction).map(|_| ()),
     )

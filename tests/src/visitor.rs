@@ -388,9 +388,21 @@ impl Visitor {
     /// Waits until attribute `attr` of `selector` is one of `expected`;
     /// returns the value seen.
     pub async fn wait_attr_in(&self, selector: &str, attr: &str, expected: &[&str]) -> String {
+        self.wait_attr_in_within(selector, attr, expected, PAGE_TIMEOUT)
+            .await
+    }
+
+    /// [`Visitor::wait_attr_in`] for at most `timeout`.
+    pub async fn wait_attr_in_within(
+        &self,
+        selector: &str,
+        attr: &str,
+        expected: &[&str],
+        timeout: Duration,
+    ) -> String {
         self.poll(
             &format!("{selector}[{attr}] in {expected:?}"),
-            PAGE_TIMEOUT,
+            timeout,
             "const el = document.querySelector(arguments[0]);
              return el && el.getAttribute(arguments[1]);",
             vec![json!(selector), json!(attr)],

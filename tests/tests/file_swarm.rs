@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use tests::files::{self, share, wait_held, wait_progress, Via, FILE_TIMEOUT};
+use tests::files::{self, wait_held, wait_progress, TestFile, Via, FILE_TIMEOUT};
 use tests::{Broker, ChromeDriver, Visitor};
 
 const MIB: usize = 1 << 20;
@@ -52,23 +52,19 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
     let Some(run) = start("a_64_mib_file_goes_from_a_to_b_and_is_saved_intact") else {
         return;
     };
-    let len = 64 * MIB;
-    let expected = files::sha256_hex(&files::content(64, len));
+    let file = TestFile {
+        seed: 64,
+        len: 64 * MIB,
+        name: "random.bin",
+    };
+    let (len, expected) = (file.len, file.sha256());
     let broker = Broker::start(&tests::www_dir().unwrap(), false).unwrap();
     let driver = ChromeDriver::start().unwrap();
 
     run.step("A picks a 64 MiB file on / and shares it");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(
-        &a,
-        64,
-        len,
-        "random.bin",
-        "application/octet-stream",
-        Via::Picker,
-    )
-    .await;
+    let path = file.share(&a, Via::Picker).await;
 
     run.step("B opens the link: name, size and type first, then progress");
     let downloads = std::env::temp_dir().join(format!("peerpage-dl-{}", std::process::id()));
@@ -128,15 +124,19 @@ async fn two_holders_both_serve_a_third_browser() {
     let Some(run) = start("two_holders_both_serve_a_third_browser") else {
         return;
     };
-    let len = 32 * MIB;
-    let expected = files::sha256_hex(&files::content(2, len));
+    let file = TestFile {
+        seed: 2,
+        len: 32 * MIB,
+        name: "two.bin",
+    };
+    let (len, expected) = (file.len, file.sha256());
     let broker = Broker::start(&tests::www_dir().unwrap(), false).unwrap();
     let driver = ChromeDriver::start().unwrap();
 
     run.step("A drops a 32 MiB file on the page; B gets it from A");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(&a, 2, len, "two.bin", "application/octet-stream", Via::Drop).await;
+    let path = file.share(&a, Via::Drop).await;
     let b = Visitor::new(&driver, "B").await.unwrap();
     b.goto(&broker.url(&path)).await;
     assert_saved(&b, &expected).await;
@@ -169,22 +169,18 @@ async fn a_holder_killed_mid_transfer_costs_only_time() {
     let Some(run) = start("a_holder_killed_mid_transfer_costs_only_time") else {
         return;
     };
-    let len = 48 * MIB;
-    let expected = files::sha256_hex(&files::content(3, len));
+    let file = TestFile {
+        seed: 3,
+        len: 48 * MIB,
+        name: "three.bin",
+    };
+    let expected = file.sha256();
     let broker = Broker::start(&tests::www_dir().unwrap(), false).unwrap();
     let driver = ChromeDriver::start().unwrap();
 
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(
-        &a,
-        3,
-        len,
-        "three.bin",
-        "application/octet-stream",
-        Via::Picker,
-    )
-    .await;
+    let path = file.share(&a, Via::Picker).await;
     let b = Visitor::new(&driver, "B").await.unwrap();
     b.goto(&broker.url(&path)).await;
     assert_saved(&b, &expected).await;
@@ -218,8 +214,12 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
     else {
         return;
     };
-    let len = 16 * MIB;
-    let expected = files::sha256_hex(&files::content(4, len));
+    let file = TestFile {
+        seed: 4,
+        len: 16 * MIB,
+        name: "four.bin",
+    };
+    let expected = file.sha256();
     // The app with the peer's test hooks, so that M can lie.
     let broker = Broker::start(&tests::test_www_dir().unwrap(), false).unwrap();
     let driver = ChromeDriver::start().unwrap();
@@ -227,30 +227,11 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
     run.step("A shares; M shares the same file but corrupts what it serves");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(
-        &a,
-        4,
-        len,
-        "four.bin",
-        "application/octet-stream",
-        Via::Picker,
-    )
-    .await;
+    let path = file.share(&a, Via::Picker).await;
     let m = Visitor::new(&driver, "M").await.unwrap();
     m.goto(&broker.url("/")).await;
     m.js("window.peer.corruptServedChunks(true)", vec![]).await;
-    assert_eq!(
-        share(
-            &m,
-            4,
-            len,
-            "four.bin",
-            "application/octet-stream",
-            Via::Picker
-        )
-        .await,
-        path
-    );
+    assert_eq!(file.share(&m, Via::Picker).await, path);
 
     run.step("C downloads: M (never introduced yet, so first) lies and is dropped");
     let c = Visitor::new(&driver, "C").await.unwrap();
@@ -278,23 +259,19 @@ async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
     else {
         return;
     };
-    let len = 48 * MIB;
-    let expected = files::sha256_hex(&files::content(5, len));
+    let file = TestFile {
+        seed: 5,
+        len: 48 * MIB,
+        name: "five.bin",
+    };
+    let expected = file.sha256();
     let broker = Broker::start(&tests::www_dir().unwrap(), false).unwrap();
     let driver = ChromeDriver::start().unwrap();
 
     run.step("A shares; B gets part of it, then A quits");
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
-    let path = share(
-        &a,
-        5,
-        len,
-        "five.bin",
-        "application/octet-stream",
-        Via::Picker,
-    )
-    .await;
+    let path = file.share(&a, Via::Picker).await;
     let b = Visitor::new(&driver, "B").await.unwrap();
     b.goto(&broker.url(&path)).await;
     wait_progress(&b, 0.2).await;
@@ -333,15 +310,7 @@ async fn a_swarm_missing_a_part_says_so_and_resumes_when_a_holder_returns() {
     run.step("A2 shares the same file again: both resume and complete");
     let a2 = Visitor::new(&driver, "A2").await.unwrap();
     a2.goto(&broker.url("/")).await;
-    let again = share(
-        &a2,
-        5,
-        len,
-        "five.bin",
-        "application/octet-stream",
-        Via::Picker,
-    )
-    .await;
+    let again = file.share(&a2, Via::Picker).await;
     assert_eq!(again, path, "the same file must get the same address");
     assert_saved(&c, &expected).await;
     assert_saved(&b, &expected).await;

@@ -102,24 +102,11 @@ if (b.done !== null) return done(result());
 b.waiters.push(() => done(result()));
 setTimeout(() => done(null), 5000);"#;
 
-/// Makes a File of `size` pseudo-random bytes (xorshift32, fast enough for
-/// 100 MiB in page JS) and shares it with `peer.shareFile`; resolves with
-/// `{address, ms}` or `{error}`.
+/// Makes a File of `size` pseudo-random bytes (`window.makeFile`, see
+/// `tests::files::MAKE_FILE`) and shares it with `peer.shareFile`;
+/// resolves with `{address, ms}` or `{error}`.
 const SHARE_FILE: &str = r#"const [size, seed, name, done] = arguments;
-// In 16 MiB parts, so that the page never needs one buffer as big as
-// the file.
-const PART = 16 << 20;
-const parts = [];
-let x = seed | 0 || 1;
-for (let at = 0; at < size; at += PART) {
-  const words = new Uint32Array(Math.min(PART, size - at) / 4);
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    words[i] = x;
-  }
-  parts.push(new Blob([words]));
-}
-const file = new File(parts, name, { type: "application/octet-stream" });
+const file = window.makeFile(seed, size, name, "application/octet-stream");
 const start = performance.now();
 window.peer.shareFile(file, name, "application/octet-stream").then(
   (address) => done({ address, ms: performance.now() - start }),
@@ -327,7 +314,8 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
     // left from before can hold it.
     let seeder = Visitor::new(driver, "seeder-1").await?;
     seeder.goto(&app.url("/")).await;
-    let address = share_file(&seeder, SWARM_BYTES, 2).await?;
+    // Odd seeds: `makeFile` sets the lowest bit.
+    let address = share_file(&seeder, SWARM_BYTES, 3).await?;
     wait_metric(app, "broker_addresses", 1.0).await?;
     let link = app.url(&format!("/{address}"));
     let d = timed_visitor(driver, "single").await?;
@@ -354,7 +342,7 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
     // Four at once, from a fresh seeder of a new file.
     let seeder = Visitor::new(driver, "seeder-2").await?;
     seeder.goto(&app.url("/")).await;
-    let address = share_file(&seeder, SWARM_BYTES, 3).await?;
+    let address = share_file(&seeder, SWARM_BYTES, 5).await?;
     wait_metric(app, "broker_addresses", 1.0).await?;
     let link = app.url(&format!("/{address}"));
     let mut ds = Vec::new();
@@ -461,6 +449,7 @@ async fn share_file(v: &Visitor, size: u64, seed: u32) -> anyhow::Result<String>
              build it with `just build` and run again"
         );
     }
+    v.js(tests::files::MAKE_FILE, vec![]).await;
     let r = v
         .client()
         .execute_async(
