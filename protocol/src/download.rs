@@ -149,8 +149,6 @@ struct Source {
     has: Option<Availability>,
     /// Whether its availability was asked for (or comes with the manifest).
     asked_has: bool,
-    /// It sent the manifest and sends its leading chunks after its `Has`.
-    prefetching: bool,
 }
 
 impl Source {
@@ -163,7 +161,6 @@ impl Source {
             hasher: Sha256::new(),
             has: None,
             asked_has: false,
-            prefetching: false,
         }
     }
 }
@@ -370,8 +367,9 @@ impl Download {
                     Err(e) => return self.ban(peer, e.to_string(), now, out),
                 };
                 let src = self.sources.get_mut(&peer).expect("checked by caller");
-                if std::mem::take(&mut src.prefetching) {
-                    // The leading chunks it has follow, unasked.
+                // The first `Has` of the holder that sent the manifest: the
+                // leading chunks it has follow, unasked.
+                if self.manifest_from == Some(peer) && src.has.is_none() {
                     let leading = m.chunk_count().min(PREFETCH);
                     src.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
                     for &i in &src.in_flight {
@@ -430,7 +428,6 @@ impl Download {
                     let manifest =
                         Manifest::verify(&self.content, &bytes).map_err(|e| e.to_string())?;
                     // Its `Has` comes next, then the leading chunks it has.
-                    src.prefetching = true;
                     src.asked_has = true;
                     self.slots = vec![Slot::Missing; manifest.chunk_count() as usize];
                     let many = manifest.chunk_count() > 1;
@@ -531,9 +528,6 @@ impl Download {
                 }
                 continue;
             };
-            if src.prefetching {
-                continue;
-            }
             let room = PIPELINE.saturating_sub(src.in_flight.len());
             let slots = &self.slots;
             let indices = scheduler::pick(has, &rarity, self.start, room, |i| {
@@ -647,7 +641,6 @@ impl Download {
 
     fn owes_data(&self, peer: &PeerId, src: &Source) -> bool {
         !src.in_flight.is_empty()
-            || src.prefetching
             || (src.asked_has && src.has.is_none())
             || (self.manifest.is_none() && self.manifest_from == Some(*peer))
     }
