@@ -1,5 +1,6 @@
-//! Describing a shared file: the SHA-256 of each chunk, read from the file
-//! a chunk at a time, so a file of any size is never whole in memory.
+//! SHA-256 of chunks: describing a shared file (the hash of each chunk,
+//! read from the file a chunk at a time, so a file of any size is never
+//! whole in memory), and checking chunks as they arrive.
 //!
 //! Hashes come from WebCrypto (`crypto.subtle`, native code, several chunks
 //! in flight at once) where the page is a secure context; elsewhere (plain
@@ -17,6 +18,42 @@ use crate::error::{PeerError, Result};
 
 /// Chunks read and hashed concurrently.
 const IN_FLIGHT: usize = 8;
+
+/// Chunks up to this size are hashed in wasm, synchronously: for a page of
+/// one small chunk that is quicker than a round trip through WebCrypto.
+const SYNC_HASH_BYTES: u32 = 64 * 1024;
+
+/// A chunk's hash: known, or on its way from WebCrypto.
+pub enum Hashing {
+    /// Computed here.
+    Done(ChunkHash),
+    /// Resolves to the digest's `ArrayBuffer`.
+    Pending(Promise),
+}
+
+/// Starts hashing a received chunk.
+pub fn chunk_hash(bytes: &Uint8Array) -> Hashing {
+    if bytes.length() > SYNC_HASH_BYTES {
+        if let Some(digest) =
+            subtle().and_then(|s| s.digest_with_str_and_buffer_source("SHA-256", bytes).ok())
+        {
+            return Hashing::Pending(digest);
+        }
+    }
+    Hashing::Done(ChunkHash::of(&bytes.to_vec()))
+}
+
+/// Reads a WebCrypto SHA-256 digest.
+pub fn digest_hash(digest: &wasm_bindgen::JsValue) -> Result<ChunkHash> {
+    let buffer = digest
+        .dyn_ref::<ArrayBuffer>()
+        .ok_or_else(|| PeerError::Refused("SHA-256 gave no digest".into()))?;
+    let bytes = Uint8Array::new(buffer).to_vec();
+    let hash: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| PeerError::Refused("SHA-256 gave a digest of the wrong size".into()))?;
+    Ok(ChunkHash(hash))
+}
 
 fn subtle() -> Option<SubtleCrypto> {
     let crypto = web_sys::window()?.crypto().ok()?;
@@ -65,11 +102,7 @@ pub async fn describe_file(
         if subtle.is_some() {
             let all = JsFuture::from(Promise::all(&digests)).await?;
             for digest in Array::from(&all).iter() {
-                let bytes = Uint8Array::new(&digest).to_vec();
-                let hash: [u8; 32] = bytes.try_into().map_err(|_| {
-                    PeerError::Refused("SHA-256 gave a digest of the wrong size".into())
-                })?;
-                chunks.push(ChunkHash(hash));
+                chunks.push(digest_hash(&digest)?);
             }
         }
         index += batch;

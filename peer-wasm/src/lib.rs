@@ -10,6 +10,7 @@
 //! * `events`: events for the page.
 
 pub mod api;
+mod arrivals;
 mod broker;
 mod error;
 mod events;

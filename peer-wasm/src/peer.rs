@@ -13,20 +13,26 @@ use js_sys::{ArrayBuffer, Function, Uint8Array};
 use protocol::download::{Action, Download, Input, Status};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{
-    Frame, FrameKind, Reply, Request, HEADER, MAX_PAYLOAD, MAX_PREFETCH, MAX_REQUEST_CHUNKS,
+    Frame, FrameHead, FrameKind, Reply, Request, HEADER, MAX_PAYLOAD, MAX_PREFETCH,
+    MAX_REQUEST_CHUNKS,
 };
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
 use wasm_bindgen::JsCast;
 use web_sys::WebSocket;
 
+use crate::arrivals::Arrivals;
 use crate::broker::{BrokerEvent, BrokerSocket};
 use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
+use crate::hashing::{chunk_hash, digest_hash, Hashing};
 use crate::rtc::{Link, LinkEvent, HIGH_WATER};
 use crate::store::{ChunkRead, Held};
 
 /// Clock for timeouts: every download is ticked this often.
 const TICK_MS: u32 = 500;
+/// Progress alone is reported at most this often (the page redraws on
+/// every report); other changes of a download's status at once.
+const PROGRESS_MS: f64 = 100.0;
 /// A serving connection whose channel never opened is dropped after this.
 const SERVE_OPEN_TIMEOUT_MS: f64 = 30_000.0;
 /// Longest wait for ICE gathering before a ready offer goes out as is.
@@ -128,8 +134,12 @@ enum Loading {
 
 struct Fetch {
     download: Download,
+    /// Its chunks in transit.
+    arrivals: Arrivals,
     waiters: Vec<oneshot::Sender<Rc<Held>>>,
+    /// The status last reported, and when.
     shown: Option<Status>,
+    shown_at: f64,
 }
 
 /// Payload bytes moved over data channels.
@@ -389,8 +399,10 @@ impl Inner {
                     now() as u64,
                     (js_sys::Math::random() * f64::from(u32::MAX)) as u32,
                 ),
+                arrivals: Arrivals::default(),
                 waiters: Vec::new(),
                 shown: None,
+                shown_at: 0.0,
             },
         );
         // A want already on the socket's upgrade request is not repeated.
@@ -969,6 +981,9 @@ impl Inner {
     fn on_link_lost(&mut self, key: LinkKey, reason: String) {
         if let Some(p) = self.links.remove(&key) {
             if let Role::Fetch(content) = p.role {
+                if let Some(fetch) = self.fetches.get_mut(&content) {
+                    fetch.arrivals.forget(&key.peer);
+                }
                 self.drive(content, Input::Lost(key.peer, reason));
             }
         }
@@ -983,13 +998,28 @@ impl Inner {
             Role::Serve(_) => None,
         };
         if let Some(buf) = data.dyn_ref::<ArrayBuffer>() {
-            let bytes = Uint8Array::new(buf).to_vec();
-            match role_content {
-                Some(content) => {
-                    self.stats.from_peers += bytes.len().saturating_sub(HEADER) as u64;
+            let Some(content) = role_content else {
+                return self.on_link_lost(key, "a fetching peer sent binary data".into());
+            };
+            let len = buf.byte_length() as usize;
+            self.stats.from_peers += len.saturating_sub(HEADER) as u64;
+            // Only the header crosses into wasm; a chunk's payload stays
+            // where it landed until it is copied into its chunk.
+            let mut header = [0u8; HEADER];
+            let head_len = len.min(HEADER);
+            Uint8Array::new_with_byte_offset_and_length(buf, 0, head_len as u32)
+                .copy_to(&mut header[..head_len]);
+            match FrameHead::decode(&header[..head_len], len) {
+                Ok(head) if head.kind == FrameKind::Chunk => {
+                    let payload =
+                        Uint8Array::new_with_byte_offset_and_length(buf, HEADER as u32, head.len);
+                    self.on_chunk_frame(content, key.peer, head, &payload);
+                }
+                // The manifest (small), or a frame the download refuses.
+                _ => {
+                    let bytes = Uint8Array::new(buf).to_vec();
                     self.drive(content, Input::Frame(key.peer, &bytes));
                 }
-                None => self.on_link_lost(key, "a fetching peer sent binary data".into()),
             }
         } else if let Some(text) = data.as_string() {
             match role_content {
@@ -1228,13 +1258,19 @@ impl Inner {
                     *data = Loading::Ready(bytes);
                     ready = true;
                 }
-                Ok(ChunkRead::Pending(promise)) => {
+                Ok(ChunkRead::Pending { read, at, len }) => {
                     self.reads += 1;
                     let id = self.reads;
                     *data = Loading::Reading(id);
                     let weak = self.me.clone();
                     wasm_bindgen_futures::spawn_local(async move {
-                        let result = wasm_bindgen_futures::JsFuture::from(promise).await;
+                        let result =
+                            wasm_bindgen_futures::JsFuture::from(read)
+                                .await
+                                .and_then(|span| {
+                                    let span: ArrayBuffer = span.dyn_into()?;
+                                    Ok(Uint8Array::new_with_byte_offset_and_length(&span, at, len))
+                                });
                         with_inner(&weak, move |i| i.on_read(key, id, result));
                     });
                 }
@@ -1256,7 +1292,7 @@ impl Inner {
         &mut self,
         key: LinkKey,
         id: u64,
-        result: Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue>,
+        result: Result<Uint8Array, wasm_bindgen::JsValue>,
     ) {
         let Some(Peering {
             role: Role::Serve(serving),
@@ -1273,8 +1309,8 @@ impl Inner {
             return;
         };
         match result {
-            Ok(buffer) => {
-                *data = Loading::Ready(js_sys::Uint8Array::new(&buffer));
+            Ok(bytes) => {
+                *data = Loading::Ready(bytes);
                 self.pump(key);
             }
             Err(e) => {
@@ -1318,9 +1354,82 @@ impl Inner {
         self.emit_status(content);
     }
 
+    /// A chunk frame: the download checks its header and says where its
+    /// payload goes.
+    fn on_chunk_frame(
+        &mut self,
+        content: ContentId,
+        peer: PeerId,
+        head: FrameHead,
+        payload: &Uint8Array,
+    ) {
+        let Some(fetch) = self.fetches.get_mut(&content) else {
+            return;
+        };
+        let actions = fetch
+            .download
+            .handle(Input::ChunkFrame(peer, head), now() as u64);
+        for action in &actions {
+            if let Action::Keep { peer, offset, .. } = action {
+                fetch.arrivals.keep(*peer, *offset, head.total, payload);
+            }
+        }
+        self.run(content, actions);
+        self.emit_status(content);
+    }
+
+    /// WebCrypto hashed chunk `index`.
+    fn on_digest(
+        &mut self,
+        content: ContentId,
+        index: u32,
+        digest: Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue>,
+    ) {
+        let Some(fetch) = self.fetches.get(&content) else {
+            return;
+        };
+        let hash = match digest.map_err(PeerError::Js).and_then(|d| digest_hash(&d)) {
+            Ok(hash) => hash,
+            // WebCrypto failed: hash here instead.
+            Err(_) => match fetch.arrivals.waiting(index) {
+                Some(bytes) => protocol::ids::ChunkHash::of(&bytes.to_vec()),
+                None => return,
+            },
+        };
+        self.drive(content, Input::Hashed { index, hash });
+    }
+
     fn run(&mut self, content: ContentId, actions: Vec<Action>) {
+        // Hashes computed at once are fed back after these actions.
+        let mut hashed = Vec::new();
         for action in actions {
             match action {
+                // Done by `on_chunk_frame`, which has the payload.
+                Action::Keep { .. } => {}
+                Action::Verify { peer, index } => {
+                    let Some(bytes) = self
+                        .fetches
+                        .get_mut(&content)
+                        .and_then(|f| f.arrivals.whole(peer, index))
+                    else {
+                        continue;
+                    };
+                    match chunk_hash(&bytes) {
+                        Hashing::Done(hash) => hashed.push(Input::Hashed { index, hash }),
+                        Hashing::Pending(promise) => {
+                            let weak = self.me.clone();
+                            wasm_bindgen_futures::spawn_local(async move {
+                                let digest = wasm_bindgen_futures::JsFuture::from(promise).await;
+                                with_inner(&weak, move |i| i.on_digest(content, index, digest));
+                            });
+                        }
+                    }
+                }
+                Action::Discard { index } => {
+                    if let Some(fetch) = self.fetches.get_mut(&content) {
+                        fetch.arrivals.take(index);
+                    }
+                }
                 Action::Connect(holder) => self.open_fetch_link(content, holder),
                 Action::Send(peer, request) => {
                     let key = LinkKey {
@@ -1337,6 +1446,9 @@ impl Inner {
                         peer,
                         fetching: true,
                     });
+                    if let Some(fetch) = self.fetches.get_mut(&content) {
+                        fetch.arrivals.forget(&peer);
+                    }
                     if let Some(reason) = reason {
                         self.emit(Event::Warning(
                             content,
@@ -1360,8 +1472,12 @@ impl Inner {
                     self.socket.send(&ClientMsg::Hold { content });
                     self.schedule_ready_offer();
                 }
-                Action::Store { index, bytes } => {
-                    let Some(held) = self.held.get(&content) else {
+                Action::Store { index } => {
+                    let bytes = self
+                        .fetches
+                        .get_mut(&content)
+                        .and_then(|f| f.arrivals.take(index));
+                    let (Some(held), Some(bytes)) = (self.held.get(&content), bytes) else {
                         continue;
                     };
                     if let Err(e) = held.store(index, bytes) {
@@ -1379,6 +1495,9 @@ impl Inner {
                 }
                 Action::Complete => self.complete(content),
             }
+        }
+        for input in hashed {
+            self.drive(content, input);
         }
     }
 
@@ -1412,10 +1531,17 @@ impl Inner {
             return;
         };
         let status = fetch.download.status();
-        if fetch.shown.as_ref() != Some(&status) {
-            fetch.shown = Some(status.clone());
-            self.emit(Event::Status(content, status));
+        if fetch.shown.as_ref() == Some(&status) {
+            return;
         }
+        let t = now();
+        // Progress alone waits for its turn (the tick shows the last of it).
+        if t - fetch.shown_at < PROGRESS_MS && only_progress(fetch.shown.as_ref(), &status) {
+            return;
+        }
+        fetch.shown = Some(status.clone());
+        fetch.shown_at = t;
+        self.emit(Event::Status(content, status));
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -1445,5 +1571,28 @@ impl Inner {
         let stale = now() - SERVE_OPEN_TIMEOUT_MS;
         self.links
             .retain(|k, p| k.fetching || p.link.is_open() || p.created > stale);
+    }
+}
+
+/// Whether `new` differs from `old` only in bytes received.
+fn only_progress(old: Option<&Status>, new: &Status) -> bool {
+    match (old, new) {
+        (
+            Some(Status::Receiving {
+                total,
+                sources,
+                sending,
+                missing,
+                ..
+            }),
+            Status::Receiving {
+                total: t,
+                sources: s,
+                sending: n,
+                missing: m,
+                ..
+            },
+        ) => total == t && sources == s && sending == n && missing == m,
+        _ => false,
     }
 }

@@ -4,11 +4,18 @@
 //! The browser layer feeds it [`Input`]s (introductions, channel events,
 //! frames, availability, clock ticks) and carries out the [`Action`]s it
 //! returns (open a connection, send a request, drop a holder, ask the
-//! broker for more holders, store a verified chunk). Nothing is handed out
-//! without passing the manifest check against the address, and no chunk
-//! without passing its hash check. Verified chunks leave at once
-//! ([`Action::Store`]): the machine itself keeps at most one partial chunk
-//! per holder, however big the content.
+//! broker for more holders, keep, verify and store chunks). Nothing is
+//! handed out without passing the manifest check against the address, and
+//! no chunk without passing its hash check.
+//!
+//! Chunk bytes never enter the machine: it reads each chunk frame's header
+//! ([`Input::ChunkFrame`]) and tells the caller where to keep the payload
+//! ([`Action::Keep`]), when a chunk is whole and must be hashed
+//! ([`Action::Verify`], answered by [`Input::Hashed`]), and what to do with
+//! it once the hash is compared ([`Action::Store`] or [`Action::Discard`]).
+//! So the caller can leave payloads where they landed and hash them with
+//! the fastest means it has (the browser peer: JavaScript memory and
+//! WebCrypto), while every decision stays here.
 //!
 //! Chunks are drawn from up to [`MAX_SOURCES`] holders at once, each told
 //! what it has (`Reply::Has` / `Reply::Got`), rarest first (see
@@ -17,12 +24,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sha2::{Digest, Sha256};
-
 use crate::availability::Availability;
 use crate::ids::{ChunkHash, ContentId, PeerId};
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
-use crate::transfer::{Assembly, Frame, FrameKind, Reply, Request};
+use crate::transfer::{Assembly, Cursor, Frame, FrameHead, FrameKind, Reply, Request};
 
 pub mod scheduler;
 
@@ -49,8 +54,21 @@ pub enum Input<'a> {
     Introduced(PeerId),
     /// The data channel to a holder opened.
     Opened(PeerId),
-    /// A binary message from a holder.
+    /// A binary message from a holder, whole. Manifest frames are read
+    /// from it; of a chunk frame only the header is read, as for
+    /// [`Input::ChunkFrame`], and the payload stays with the caller.
     Frame(PeerId, &'a [u8]),
+    /// The header of a chunk frame from a holder. The caller holds its
+    /// payload, to keep or drop as the actions say.
+    ChunkFrame(PeerId, FrameHead),
+    /// The SHA-256 of the bytes kept for chunk `index`, which an
+    /// [`Action::Verify`] asked for.
+    Hashed {
+        /// Chunk index.
+        index: u32,
+        /// What the caller computed.
+        hash: ChunkHash,
+    },
     /// A text message from a holder.
     Reply(PeerId, Reply),
     /// The connection to a holder failed or closed.
@@ -86,13 +104,36 @@ pub enum Action {
         /// Its exact bytes (their hash is the address).
         manifest_bytes: Vec<u8>,
     },
-    /// Chunk `index` arrived and matches its hash: store it (the download
-    /// keeps no copy) and tell the peers we serve.
+    /// Keep the payload of the chunk frame just handed in, at `offset` of
+    /// chunk `index` arriving from `peer`. Offset 0 starts the chunk:
+    /// anything kept of an unfinished earlier chunk from `peer` is stale.
+    Keep {
+        /// The holder sending it.
+        peer: PeerId,
+        /// Chunk index.
+        index: u32,
+        /// Where the payload goes in the chunk.
+        offset: u32,
+    },
+    /// Every byte of chunk `index` from `peer` is kept: hash it and report
+    /// with [`Input::Hashed`]. Nothing may use the bytes before that.
+    Verify {
+        /// The holder that sent it.
+        peer: PeerId,
+        /// Chunk index.
+        index: u32,
+    },
+    /// Chunk `index` matches its hash: store its kept bytes, and tell the
+    /// peers we serve.
     Store {
         /// Chunk index.
         index: u32,
-        /// The verified bytes.
-        bytes: Vec<u8>,
+    },
+    /// Chunk `index` does not match its hash: drop its kept bytes (its
+    /// holder is dropped too, and the chunk asked of another).
+    Discard {
+        /// Chunk index.
+        index: u32,
     },
     /// Every chunk was verified and stored.
     Complete,
@@ -130,6 +171,8 @@ pub enum Status {
 enum Slot {
     Missing,
     Requested,
+    /// Whole, and being hashed by the caller: from this holder.
+    Verifying(PeerId),
     Done,
 }
 
@@ -140,11 +183,11 @@ struct Source {
     last_progress: u64,
     /// Chunk indices requested and not yet delivered, in request order.
     in_flight: Vec<u32>,
-    /// The object currently arriving from this holder.
-    assembly: Option<Assembly>,
-    /// SHA-256 of the chunk arriving so far: hashing frame by frame leaves
-    /// little to do when the last frame lands.
-    hasher: Sha256,
+    /// The manifest, while it arrives from this holder.
+    manifest_asm: Option<Assembly>,
+    /// The chunk arriving from this holder (the first in flight), by its
+    /// frames' headers: the caller keeps the bytes.
+    arriving: Option<Cursor>,
     /// What it has, once it said.
     has: Option<Availability>,
     /// Whether its availability was asked for (or comes with the manifest).
@@ -157,8 +200,8 @@ impl Source {
             open: false,
             last_progress: now,
             in_flight: Vec::new(),
-            assembly: None,
-            hasher: Sha256::new(),
+            manifest_asm: None,
+            arriving: None,
             has: None,
             asked_has: false,
         }
@@ -331,6 +374,14 @@ impl Download {
                     }
                 }
             }
+            Input::ChunkFrame(peer, head) => {
+                if self.sources.contains_key(&peer) {
+                    if let Err(why) = self.on_chunk_frame(peer, head, now, &mut out) {
+                        self.ban(peer, why, now, &mut out);
+                    }
+                }
+            }
+            Input::Hashed { index, hash } => self.on_hashed(index, hash, now, &mut out),
             Input::Reply(peer, reply) => {
                 if self.sources.contains_key(&peer) {
                     self.on_reply(peer, reply, now, &mut out);
@@ -409,81 +460,106 @@ impl Download {
         out: &mut Vec<Action>,
     ) -> Result<(), String> {
         let frame = Frame::decode(bytes).map_err(|e| e.to_string())?;
+        if frame.kind == FrameKind::Chunk {
+            return self.on_chunk_frame(peer, frame.head(), now, out);
+        }
+        if self.manifest.is_some() || self.manifest_from != Some(peer) {
+            return Err("sent a manifest nobody asked for".into());
+        }
         let src = self.sources.get_mut(&peer).expect("checked by caller");
         src.last_progress = now;
-        match frame.kind {
-            FrameKind::Manifest => {
-                if self.manifest.is_some() || self.manifest_from != Some(peer) {
-                    return Err("sent a manifest nobody asked for".into());
-                }
-                let asm = match &mut src.assembly {
-                    Some(asm) => asm,
-                    slot => slot.insert(
-                        Assembly::new(frame.total, MAX_MANIFEST_BYTES)
-                            .map_err(|e| e.to_string())?,
-                    ),
-                };
-                if let Some(bytes) = asm.push(&frame).map_err(|e| e.to_string())? {
-                    src.assembly = None;
-                    let manifest =
-                        Manifest::verify(&self.content, &bytes).map_err(|e| e.to_string())?;
-                    // Its `Has` comes next, then the leading chunks it has.
-                    src.asked_has = true;
-                    self.slots = vec![Slot::Missing; manifest.chunk_count() as usize];
-                    let many = manifest.chunk_count() > 1;
-                    self.manifest = Some(manifest.clone());
-                    out.push(Action::Manifest {
-                        manifest,
-                        manifest_bytes: bytes,
-                    });
-                    if many && self.sources.len() < MAX_SOURCES {
-                        // Big content: draw from several holders at once.
-                        self.last_want = now;
-                        out.push(Action::Want((MAX_SOURCES - self.sources.len()) as u8));
-                    }
-                    self.schedule(now, out);
-                }
-            }
-            FrameKind::Chunk => {
-                let Some(manifest) = &self.manifest else {
-                    return Err("sent a chunk before the manifest".into());
-                };
-                if src.in_flight.first() != Some(&frame.index) {
-                    return Err(format!(
-                        "sent chunk {} which was not requested next",
-                        frame.index
-                    ));
-                }
-                let len = manifest.chunk_len(frame.index);
-                if frame.total as usize != len {
-                    return Err(format!("chunk {} has the wrong length", frame.index));
-                }
-                if src.assembly.is_none() {
-                    src.assembly =
-                        Some(Assembly::new(frame.total, len).map_err(|e| e.to_string())?);
-                    src.hasher = Sha256::new();
-                }
-                let asm = src.assembly.as_mut().expect("set above");
-                let done = asm.push(&frame).map_err(|e| e.to_string())?;
-                src.hasher.update(frame.bytes);
-                if let Some(bytes) = done {
-                    src.assembly = None;
-                    let digest = ChunkHash(std::mem::take(&mut src.hasher).finalize().into());
-                    if manifest.chunks.get(frame.index as usize) != Some(&digest) {
-                        return Err(format!("chunk {} failed verification", frame.index));
-                    }
-                    src.in_flight.remove(0);
-                    self.verified_bytes += bytes.len() as u64;
-                    self.slots[frame.index as usize] = Slot::Done;
-                    out.push(Action::Store {
-                        index: frame.index,
-                        bytes,
-                    });
-                    self.schedule(now, out);
-                }
-            }
+        let asm = match &mut src.manifest_asm {
+            Some(asm) => asm,
+            slot => slot
+                .insert(Assembly::new(frame.total, MAX_MANIFEST_BYTES).map_err(|e| e.to_string())?),
+        };
+        let Some(bytes) = asm.push(&frame).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        src.manifest_asm = None;
+        let manifest = Manifest::verify(&self.content, &bytes).map_err(|e| e.to_string())?;
+        // Its `Has` comes next, then the leading chunks it has.
+        src.asked_has = true;
+        self.slots = vec![Slot::Missing; manifest.chunk_count() as usize];
+        let many = manifest.chunk_count() > 1;
+        self.manifest = Some(manifest.clone());
+        out.push(Action::Manifest {
+            manifest,
+            manifest_bytes: bytes,
+        });
+        if many && self.sources.len() < MAX_SOURCES {
+            // Big content: draw from several holders at once.
+            self.last_want = now;
+            out.push(Action::Want((MAX_SOURCES - self.sources.len()) as u8));
+        }
+        self.schedule(now, out);
+        Ok(())
+    }
+
+    /// Checks a chunk frame's header against what was asked of `peer`;
+    /// its payload is kept by the caller, and hashed once the chunk is whole.
+    fn on_chunk_frame(
+        &mut self,
+        peer: PeerId,
+        head: FrameHead,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        let Some(manifest) = &self.manifest else {
+            return Err("sent a chunk before the manifest".into());
+        };
+        let src = self.sources.get_mut(&peer).expect("checked by caller");
+        src.last_progress = now;
+        let index = head.index;
+        if head.kind != FrameKind::Chunk || src.in_flight.first() != Some(&index) {
+            return Err(format!("sent chunk {index} which was not requested next"));
+        }
+        if head.total as usize != manifest.chunk_len(index) {
+            return Err(format!("chunk {index} has the wrong length"));
+        }
+        let cursor = src.arriving.get_or_insert_with(|| Cursor::new(head.total));
+        let whole = cursor.advance(&head).map_err(|e| e.to_string())?;
+        out.push(Action::Keep {
+            peer,
+            index,
+            offset: head.offset,
+        });
+        if whole {
+            src.arriving = None;
+            src.in_flight.remove(0);
+            self.slots[index as usize] = Slot::Verifying(peer);
+            out.push(Action::Verify { peer, index });
+            // Its holder has room for more while this one is hashed.
+            self.schedule(now, out);
         }
         Ok(())
+    }
+
+    /// The caller hashed chunk `index`: store it, or drop it and ban the
+    /// holder that sent it.
+    fn on_hashed(&mut self, index: u32, hash: ChunkHash, now: u64, out: &mut Vec<Action>) {
+        let (Some(manifest), Some(&Slot::Verifying(from))) =
+            (&self.manifest, self.slots.get(index as usize))
+        else {
+            // Not asked for (or asked of an earlier download).
+            return;
+        };
+        if manifest.chunks.get(index as usize) == Some(&hash) {
+            self.slots[index as usize] = Slot::Done;
+            self.verified_bytes += manifest.chunk_len(index) as u64;
+            out.push(Action::Store { index });
+            return self.schedule(now, out);
+        }
+        self.slots[index as usize] = Slot::Missing;
+        out.push(Action::Discard { index });
+        let why = format!("chunk {index} failed verification");
+        if self.sources.contains_key(&from) {
+            self.ban(from, why, now, out);
+        } else {
+            // It left meanwhile; it is not asked again if it returns.
+            self.banned.insert(from);
+            self.schedule(now, out);
+        }
     }
 
     /// Asks for the manifest first; then asks every open holder what it

@@ -127,25 +127,68 @@ pub enum FrameError {
     Overrun { end: u64, total: u32 },
 }
 
-impl<'a> Frame<'a> {
-    /// Parses a binary data-channel message.
-    pub fn decode(msg: &'a [u8]) -> Result<Self, FrameError> {
-        if msg.len() < HEADER || msg.len() > MAX_FRAME {
-            return Err(FrameError::BadLength(msg.len()));
+/// A frame's header and payload length, read without the payload: for
+/// receivers that keep payloads outside this crate (the browser peer
+/// leaves them in JavaScript memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Manifest or chunk.
+    pub kind: FrameKind,
+    /// Chunk index (0 for the manifest).
+    pub index: u32,
+    /// Offset of the payload within the object.
+    pub offset: u32,
+    /// Length of the whole object.
+    pub total: u32,
+    /// Payload length.
+    pub len: u32,
+}
+
+impl FrameHead {
+    /// Reads the header of a binary message of `msg_len` bytes from its
+    /// first bytes (at least [`HEADER`] of them).
+    pub fn decode(header: &[u8], msg_len: usize) -> Result<Self, FrameError> {
+        if !(HEADER..=MAX_FRAME).contains(&msg_len) || header.len() < HEADER {
+            return Err(FrameError::BadLength(msg_len));
         }
-        let kind = match msg[0] {
+        let kind = match header[0] {
             1 => FrameKind::Manifest,
             2 => FrameKind::Chunk,
             k => return Err(FrameError::BadKind(k)),
         };
-        let word = |at: usize| u32::from_be_bytes(msg[at..at + 4].try_into().expect("4 bytes"));
-        Ok(Frame {
+        let word = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+        Ok(FrameHead {
             kind,
             index: word(1),
             offset: word(5),
             total: word(9),
+            len: (msg_len - HEADER) as u32,
+        })
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// Parses a binary data-channel message.
+    pub fn decode(msg: &'a [u8]) -> Result<Self, FrameError> {
+        let head = FrameHead::decode(msg, msg.len())?;
+        Ok(Frame {
+            kind: head.kind,
+            index: head.index,
+            offset: head.offset,
+            total: head.total,
             bytes: &msg[HEADER..],
         })
+    }
+
+    /// Its header and payload length.
+    pub fn head(&self) -> FrameHead {
+        FrameHead {
+            kind: self.kind,
+            index: self.index,
+            offset: self.offset,
+            total: self.total,
+            len: self.bytes.len() as u32,
+        }
     }
 
     /// Encodes the frame of `object` that starts at `offset` (at most
@@ -242,6 +285,41 @@ impl Assembly {
     }
 }
 
+/// Follows one object's in-order frames by their headers alone, for a
+/// receiver that keeps the payloads elsewhere: the same checks as
+/// [`Assembly`], without holding any bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    total: u32,
+    next: u32,
+}
+
+impl Cursor {
+    /// Starts an object of `total` bytes.
+    pub fn new(total: u32) -> Self {
+        Cursor { total, next: 0 }
+    }
+
+    /// Checks the next frame's header; true once the object is complete.
+    pub fn advance(&mut self, head: &FrameHead) -> Result<bool, FrameError> {
+        if head.offset != self.next || head.total != self.total {
+            return Err(FrameError::OutOfOrder {
+                expected: self.next,
+                got: head.offset,
+            });
+        }
+        let end = head.offset as u64 + head.len as u64;
+        if end > self.total as u64 {
+            return Err(FrameError::Overrun {
+                end,
+                total: self.total,
+            });
+        }
+        self.next = end as u32;
+        Ok(self.next == self.total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +367,44 @@ mod tests {
             Err(FrameError::OutOfOrder { .. })
         ));
         assert!(Assembly::new(100_000, 100).is_err());
+    }
+
+    #[test]
+    fn cursor_follows_frames_by_header() {
+        let object = vec![3u8; 150_000];
+        let frames: Vec<_> = Frame::encode_all(FrameKind::Chunk, 2, &object).collect();
+        let heads: Vec<FrameHead> = frames
+            .iter()
+            .map(|f| FrameHead::decode(&f[..HEADER], f.len()).unwrap())
+            .collect();
+        assert_eq!(heads[0], Frame::decode(&frames[0]).unwrap().head());
+        let mut cursor = Cursor::new(150_000);
+        assert_eq!(cursor.advance(&heads[0]), Ok(false));
+        // Skipping a frame, or repeating one, is refused.
+        assert!(matches!(
+            cursor.clone().advance(&heads[2]),
+            Err(FrameError::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            cursor.clone().advance(&heads[0]),
+            Err(FrameError::OutOfOrder { .. })
+        ));
+        assert_eq!(cursor.advance(&heads[1]), Ok(false));
+        assert_eq!(cursor.advance(&heads[2]), Ok(true));
+        // A header claiming more payload than the object has left.
+        let mut short = Cursor::new(10);
+        let long = FrameHead {
+            len: 11,
+            ..FrameHead::decode(&frames[0][..HEADER], HEADER + 11).unwrap()
+        };
+        assert!(matches!(
+            short.advance(&FrameHead { total: 10, ..long }),
+            Err(FrameError::Overrun { .. })
+        ));
+        assert_eq!(
+            FrameHead::decode(&frames[0][..HEADER], 5),
+            Err(FrameError::BadLength(5))
+        );
     }
 
     #[test]

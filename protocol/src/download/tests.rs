@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::availability::Have;
-use crate::transfer::Frame;
+use crate::transfer::{Frame, FrameHead, HEADER};
 use uuid::Uuid;
 
 fn peer(n: u128) -> PeerId {
@@ -109,10 +109,15 @@ impl Holder {
     }
 }
 
-/// Holders by peer, plus what the download stored.
+/// Holders by peer, plus what the download kept and stored: it plays the
+/// browser layer, keeping payloads and hashing chunks as told.
 struct Swarm<'a> {
     fx: &'a Fixture,
     holders: HashMap<PeerId, Holder>,
+    /// The chunk arriving from each holder, as kept so far.
+    arriving: HashMap<PeerId, Vec<u8>>,
+    /// Whole chunks waiting for their hash to be compared.
+    verifying: HashMap<u32, Vec<u8>>,
     stored: HashMap<u32, Vec<u8>>,
     complete: bool,
 }
@@ -122,6 +127,8 @@ impl<'a> Swarm<'a> {
         Swarm {
             fx,
             holders: HashMap::new(),
+            arriving: HashMap::new(),
+            verifying: HashMap::new(),
             stored: HashMap::new(),
             complete: false,
         }
@@ -142,14 +149,16 @@ impl<'a> Swarm<'a> {
                     let Some(holder) = self.holders.get_mut(&p) else {
                         continue;
                     };
-                    for msg in holder.answer(self.fx, &req) {
-                        actions.extend(match msg {
-                            Msg::Frame(f) => dl.handle(Input::Frame(p, &f), now),
-                            Msg::Reply(r) => dl.handle(Input::Reply(p, r), now),
-                        });
-                    }
+                    let msgs = holder.answer(self.fx, &req);
+                    actions.extend(self.deliver(dl, p, msgs, now));
                 }
-                Action::Store { index, bytes } => {
+                // Hashing happens later than keeping, as in a browser.
+                Action::Verify { index, .. } => {
+                    let hash = ChunkHash::of(&self.verifying[&index]);
+                    actions.extend(dl.handle(Input::Hashed { index, hash }, now));
+                }
+                Action::Store { index } => {
+                    let bytes = self.verifying.remove(&index).expect("stored unkept bytes");
                     assert!(
                         self.fx.manifest.chunk_matches(index, &bytes),
                         "stored a bad chunk {index}"
@@ -159,6 +168,11 @@ impl<'a> Swarm<'a> {
                         "stored {index} twice"
                     );
                 }
+                Action::Discard { index } => {
+                    assert!(self.verifying.remove(&index).is_some());
+                    seen.push(Action::Discard { index });
+                }
+                Action::Keep { .. } => {}
                 Action::Complete => {
                     self.complete = true;
                     seen.push(Action::Complete);
@@ -167,6 +181,51 @@ impl<'a> Swarm<'a> {
             }
         }
         seen
+    }
+
+    /// Hands a holder's messages to the download as the browser layer
+    /// does: chunk frames by their header, keeping the payload where the
+    /// download says at once (the next frame may start another chunk).
+    fn deliver(&mut self, dl: &mut Download, p: PeerId, msgs: Vec<Msg>, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        for msg in msgs {
+            let f = match msg {
+                Msg::Reply(r) => {
+                    out.extend(dl.handle(Input::Reply(p, r), now));
+                    continue;
+                }
+                Msg::Frame(f) => f,
+            };
+            let head = FrameHead::decode(&f[..HEADER], f.len()).unwrap();
+            let actions = match head.kind {
+                FrameKind::Chunk => dl.handle(Input::ChunkFrame(p, head), now),
+                FrameKind::Manifest => dl.handle(Input::Frame(p, &f), now),
+            };
+            for a in &actions {
+                match *a {
+                    Action::Keep {
+                        peer,
+                        index,
+                        offset,
+                    } => {
+                        assert_eq!((peer, index), (p, head.index));
+                        let buf = self.arriving.entry(p).or_default();
+                        if offset == 0 {
+                            buf.clear();
+                        }
+                        assert_eq!(buf.len(), offset as usize);
+                        buf.extend_from_slice(&f[HEADER..]);
+                    }
+                    Action::Verify { peer, index } => {
+                        let whole = self.arriving.remove(&peer).unwrap();
+                        assert!(self.verifying.insert(index, whole).is_none());
+                    }
+                    _ => {}
+                }
+            }
+            out.extend(actions);
+        }
+        out
     }
 
     /// The content rebuilt from stored chunks, once complete.
@@ -329,10 +388,7 @@ fn several_holders_share_the_chunks() {
     for i in 0..PREFETCH {
         leading.extend(swarm.holders.get_mut(&peer(1)).unwrap().chunks(&fx, &[i]));
     }
-    for msg in leading {
-        let Msg::Frame(f) = msg else { unreachable!() };
-        actions.extend(dl.handle(Input::Frame(peer(1), &f), 1));
-    }
+    actions.extend(swarm.deliver(&mut dl, peer(1), leading, 1));
     swarm.pump(&mut dl, actions, 1);
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     for p in 1..=3 {
@@ -454,12 +510,27 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
     };
     dl.handle(Input::Reply(peer(1), has), 0);
     // Chunk 0 arrives, then the holder vanishes with 1..4 in flight.
-    let stored: Vec<Action> = fx
-        .chunk_frames(0)
-        .iter()
-        .flat_map(|f| dl.handle(Input::Frame(peer(1), f), 0))
-        .collect();
-    assert!(matches!(&stored[0], Action::Store { index: 0, .. }));
+    let mut swarm = Swarm::new(&fx);
+    let frames = fx.chunk_frames(0).into_iter().map(Msg::Frame).collect();
+    let kept = swarm.deliver(&mut dl, peer(1), frames, 0);
+    assert_eq!(
+        kept[..2],
+        [
+            Action::Keep {
+                peer: peer(1),
+                index: 0,
+                offset: 0
+            },
+            Action::Verify {
+                peer: peer(1),
+                index: 0
+            }
+        ]
+    );
+    // Nothing counts before the hash is compared.
+    assert!(matches!(dl.status(), Status::Receiving { received: 0, .. }));
+    swarm.pump(&mut dl, kept, 0);
+    assert_eq!(swarm.stored.keys().collect::<Vec<_>>(), vec![&0]);
     assert!(matches!(
         dl.status(),
         Status::Receiving { received: 1024, .. }
@@ -467,7 +538,6 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
     let after = dl.handle(Input::Lost(peer(1), "closed".into()), 1);
     assert_eq!(after, vec![Action::Want(1)]);
     assert!(!dl.is_banned(&peer(1)));
-    let mut swarm = Swarm::new(&fx);
     swarm.add(peer(2), Holder::full(&fx));
     let actions = join(&mut dl, peer(2), 2);
     swarm.pump(&mut dl, actions, 3);
@@ -650,4 +720,55 @@ fn request_ahead_after_the_manifest_asks_what_the_holder_has() {
     assert_eq!(dl.request_ahead(peer(3), 1), None);
     // Opening does not ask again.
     assert!(dl.handle(Input::Opened(peer(2)), 2).is_empty());
+}
+
+#[test]
+fn a_chunk_hashed_after_its_holder_left_is_judged_all_the_same() {
+    let fx = Fixture::new(4 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    let mut liar = Holder::full(&fx);
+    liar.corrupt = Some(0);
+    swarm.add(peer(1), liar);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let first = join(&mut dl, peer(1), 0);
+    let Action::Send(_, request) = &first[0] else {
+        panic!("{first:?}")
+    };
+    // The manifest, what it has, and its corrupted leading chunk 0.
+    let msgs = swarm
+        .holders
+        .get_mut(&peer(1))
+        .unwrap()
+        .answer(&fx, request);
+    let actions = swarm.deliver(&mut dl, peer(1), msgs, 0);
+    assert!(actions.contains(&Action::Verify {
+        peer: peer(1),
+        index: 0
+    }));
+    // It leaves while chunk 0 is being hashed.
+    dl.handle(Input::Lost(peer(1), "closed".into()), 1);
+    let hash = ChunkHash::of(&swarm.verifying[&0]);
+    let out = dl.handle(Input::Hashed { index: 0, hash }, 2);
+    assert_eq!(out, vec![Action::Discard { index: 0 }]);
+    assert!(dl.is_banned(&peer(1)));
+    // Not asked again if the broker introduces it anew; chunk 0 goes to
+    // an honest holder.
+    assert!(dl.handle(Input::Introduced(peer(1)), 3).is_empty());
+    swarm.verifying.clear();
+    swarm.add(peer(2), Holder::full(&fx));
+    let actions = join(&mut dl, peer(2), 3);
+    swarm.pump(&mut dl, actions, 4);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(swarm.served_by(peer(2)).contains(&0));
+    // A hash for a chunk nobody asked to verify changes nothing.
+    let stray = ChunkHash::of(fx.chunk(1));
+    assert!(dl
+        .handle(
+            Input::Hashed {
+                index: 1,
+                hash: stray
+            },
+            5
+        )
+        .is_empty());
 }

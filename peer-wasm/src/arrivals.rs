@@ -1,0 +1,57 @@
+//! The bytes of chunks being received, kept in JavaScript memory where
+//! they land: each frame's payload is copied once, by the engine, into its
+//! chunk's buffer, and never through the wasm heap. The download state
+//! machine (`protocol::download`) says where each payload goes, when a
+//! chunk is whole (to be hashed, see `crate::hashing::chunk_hash`), and
+//! whether it is stored or dropped.
+
+use std::collections::HashMap;
+
+use js_sys::Uint8Array;
+use protocol::PeerId;
+
+/// One download's chunks in transit.
+#[derive(Default)]
+pub struct Arrivals {
+    /// The chunk arriving from each holder.
+    arriving: HashMap<PeerId, Uint8Array>,
+    /// Whole chunks, by index, until their hash is compared.
+    verifying: HashMap<u32, Uint8Array>,
+}
+
+impl Arrivals {
+    /// Keeps a payload at `offset` of the `total`-byte chunk arriving from
+    /// `peer`; offset 0 starts a new chunk.
+    pub fn keep(&mut self, peer: PeerId, offset: u32, total: u32, payload: &Uint8Array) {
+        if offset == 0 {
+            self.arriving
+                .insert(peer, Uint8Array::new_with_length(total));
+        }
+        if let Some(buffer) = self.arriving.get(&peer) {
+            buffer.set(payload, offset);
+        }
+    }
+
+    /// The chunk from `peer` is whole: it waits as chunk `index` for its
+    /// hash. Returns it, to hash.
+    pub fn whole(&mut self, peer: PeerId, index: u32) -> Option<Uint8Array> {
+        let buffer = self.arriving.remove(&peer)?;
+        self.verifying.insert(index, buffer.clone());
+        Some(buffer)
+    }
+
+    /// Whole chunk `index`, still waiting for its hash.
+    pub fn waiting(&self, index: u32) -> Option<&Uint8Array> {
+        self.verifying.get(&index)
+    }
+
+    /// Takes whole chunk `index` (to store, or to drop).
+    pub fn take(&mut self, index: u32) -> Option<Uint8Array> {
+        self.verifying.remove(&index)
+    }
+
+    /// Drops what arrived of an unfinished chunk from `peer`, which left.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.arriving.remove(peer);
+    }
+}
