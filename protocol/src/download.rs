@@ -40,6 +40,9 @@ pub const PIPELINE: usize = 4;
 /// take the same leading chunks from the first holder, which is the
 /// seeder when a crowd arrives together.
 pub const PREFETCH: u32 = 1;
+/// Chunks are picked a block of about this many bytes at a time (see
+/// [`scheduler`]).
+pub const BLOCK_BYTES: u32 = 1 << 20;
 /// A holder whose data channel is not open after this long is dropped.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A holder that owes data and sends nothing for this long is dropped.
@@ -585,12 +588,20 @@ impl Download {
             return self.finish(out);
         }
         let count = manifest.chunk_count();
+        // How many connected holders have each chunk, and how many of them
+        // only partly hold the content.
         let mut rarity = vec![0u16; count as usize];
+        let mut partly = vec![false; count as usize];
         for has in self.sources.values().filter_map(|s| s.has.as_ref()) {
+            let full = has.is_full();
             for (i, r) in rarity.iter_mut().enumerate() {
-                *r += u16::from(has.contains(i as u32));
+                if has.contains(i as u32) {
+                    *r += 1;
+                    partly[i] |= !full;
+                }
             }
         }
+        let block = (BLOCK_BYTES / manifest.chunk_size).max(1);
         for (&peer, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
             let Some(has) = &src.has else {
                 if !std::mem::replace(&mut src.asked_has, true) {
@@ -606,8 +617,10 @@ impl Download {
             };
             let room = PIPELINE.saturating_sub(src.in_flight.len());
             let slots = &self.slots;
-            let indices = scheduler::pick(has, &rarity, self.start, room, |i| {
-                slots[i as usize] == Slot::Missing
+            // A full holder is left what no connected partial holder has.
+            let full = has.is_full();
+            let indices = scheduler::pick(has, &rarity, self.start, block, room, |i| {
+                slots[i as usize] == Slot::Missing && !(full && partly[i as usize])
             });
             if indices.is_empty() {
                 continue;

@@ -1,7 +1,9 @@
 //! Which chunks to ask which holder for.
 //!
-//! Policy: rarest first, ties broken by position counted from a random
-//! starting chunk.
+//! Policy: rarest first; among equally rare chunks, blocks (about 1 MiB of
+//! neighbouring chunks) that no connected holder has started, in a random
+//! order per download, each block front to back. A holder that has
+//! everything is asked only for what no connected partial holder has.
 //!
 //! * Rarest first (fewest connected holders have it): a chunk that only
 //!   the original sharer has is fetched before chunks that other downloaders
@@ -9,8 +11,19 @@
 //!   draws on each other instead of all pulling the same chunks from the
 //!   first holder. It also fetches a chunk that may soon vanish (its only
 //!   holder leaving) while it still can.
-//! * A random start per download: downloaders that begin together with the
-//!   same single seeder ask it for different chunks, which they then trade.
+//! * Untouched blocks in a random order: downloaders that begin together
+//!   with the same single seeder ask it for different blocks, and one that
+//!   reaches a block another has started turns to a fresh one instead of
+//!   following the other's frontier chunk for chunk (which a shared
+//!   direction, e.g. every download counting up from its own start,
+//!   would do).
+//! * Front to back within a block: the holder reads its file or store a
+//!   block at a time (see the browser peer's store), so neighbours are
+//!   served from one read.
+//! * The full holder (typically the seeder, the scarcest upload in a flash
+//!   crowd) is left the chunks nobody else connected has; the rest come
+//!   from partial holders. With only full holders connected, all of them
+//!   share the work.
 //! * Sequential order is not needed for display: content is shown only once
 //!   every chunk is verified. The first few chunks still come first, along
 //!   with the manifest (`Request::Manifest::prefetch`), so a small page
@@ -19,12 +32,15 @@
 use crate::availability::Availability;
 
 /// Picks up to `want` chunks for a holder that has `has`, among those
-/// `open(i)` says still need a holder, rarest first by `rarity` (how many
-/// connected holders have each chunk), ties in order from `start`.
+/// `open(i)` says still need a holder: rarest first by `rarity` (how many
+/// connected holders have each chunk), then by block (`block` chunks
+/// each): least held blocks first, in an order drawn from `seed`, each
+/// front to back.
 pub fn pick(
     has: &Availability,
     rarity: &[u16],
-    start: u32,
+    seed: u32,
+    block: u32,
     want: usize,
     open: impl Fn(u32) -> bool,
 ) -> Vec<u32> {
@@ -32,19 +48,36 @@ pub fn pick(
     if want == 0 || n == 0 {
         return Vec::new();
     }
-    let mut candidates: Vec<(u16, u32)> = (0..n)
+    let block = block.max(1);
+    // How much of each block connected holders have.
+    let held: Vec<u32> = rarity
+        .chunks(block as usize)
+        .map(|b| b.iter().map(|&r| u32::from(r)).sum())
+        .collect();
+    let mut candidates: Vec<(u16, u32, u32, u32)> = (0..n)
         .filter(|&i| has.contains(i) && open(i))
-        .map(|i| (rarity[i as usize], (i + n - start % n) % n))
+        .map(|i| {
+            let b = i / block;
+            (rarity[i as usize], held[b as usize], shuffle(b, seed), i)
+        })
         .collect();
     if candidates.len() > want {
         candidates.select_nth_unstable(want - 1);
         candidates.truncate(want);
     }
     candidates.sort_unstable();
-    candidates
-        .into_iter()
-        .map(|(_, rotated)| (rotated + start % n) % n)
-        .collect()
+    candidates.into_iter().map(|(.., i)| i).collect()
+}
+
+/// A block's place in this download's random order.
+fn shuffle(block: u32, seed: u32) -> u32 {
+    // splitmix32-style mixing: neighbouring blocks land far apart.
+    let mut x = block.wrapping_mul(0x9e37_79b9) ^ seed;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^ (x >> 16)
 }
 
 /// Merges chunk indices (ascending) into `[start, end)` ranges.
@@ -76,24 +109,47 @@ mod tests {
         let has = Availability::all(6);
         // Chunks 4 and 1 are held by one holder only.
         let rarity = [3, 1, 2, 2, 1, 3];
-        assert_eq!(pick(&has, &rarity, 0, 3, |_| true), vec![1, 4, 2]);
+        let mut first = pick(&has, &rarity, 0, 1, 2, |_| true);
+        first.sort_unstable();
+        assert_eq!(first, vec![1, 4]);
     }
 
     #[test]
-    fn ties_follow_the_random_start() {
-        let has = Availability::all(8);
-        let rarity = [1; 8];
-        assert_eq!(pick(&has, &rarity, 5, 4, |_| true), vec![5, 6, 7, 0]);
-        assert_eq!(pick(&has, &rarity, 13, 2, |_| true), vec![5, 6]);
+    fn equally_rare_chunks_come_a_block_at_a_time_in_a_random_block_order() {
+        let has = Availability::all(64);
+        let rarity = [1; 64];
+        let order = pick(&has, &rarity, 7, 4, 64, |_| true);
+        // Each block front to back, blocks not in index order.
+        for run in order.chunks(4) {
+            assert_eq!(run[0] % 4, 0);
+            assert_eq!(run, [run[0], run[0] + 1, run[0] + 2, run[0] + 3]);
+        }
+        let blocks: Vec<u32> = order.chunks(4).map(|r| r[0] / 4).collect();
+        assert_ne!(blocks, (0..16).collect::<Vec<_>>());
+        // Another download's order differs.
+        assert_ne!(pick(&has, &rarity, 8, 4, 64, |_| true), order);
+    }
+
+    #[test]
+    fn blocks_others_started_wait_for_untouched_ones() {
+        let has = Availability::all(16);
+        // Another holder has chunk 8: block 2 is started.
+        let mut rarity = [1; 16];
+        rarity[8] = 2;
+        let order = pick(&has, &rarity, 3, 4, 16, |_| true);
+        // Its missing chunks come after every untouched block; chunk 8 last.
+        assert_eq!(&order[12..], &[9, 10, 11, 8]);
     }
 
     #[test]
     fn only_chunks_the_holder_has_and_that_are_still_needed() {
         let has = set(8, &[1, 2, 3, 6]);
         let rarity = [1; 8];
-        assert_eq!(pick(&has, &rarity, 0, 8, |i| i != 2), vec![1, 3, 6]);
-        assert!(pick(&has, &rarity, 0, 0, |_| true).is_empty());
-        assert!(pick(&set(8, &[]), &rarity, 0, 4, |_| true).is_empty());
+        let mut some = pick(&has, &rarity, 0, 1, 8, |i| i != 2);
+        some.sort_unstable();
+        assert_eq!(some, vec![1, 3, 6]);
+        assert!(pick(&has, &rarity, 0, 1, 0, |_| true).is_empty());
+        assert!(pick(&set(8, &[]), &rarity, 0, 1, 4, |_| true).is_empty());
     }
 
     #[test]

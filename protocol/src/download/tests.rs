@@ -772,3 +772,24 @@ fn a_chunk_hashed_after_its_holder_left_is_judged_all_the_same() {
         )
         .is_empty());
 }
+
+#[test]
+fn the_full_holder_is_left_what_no_partial_holder_has() {
+    let fx = Fixture::new(32 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::full(&fx));
+    swarm.add(peer(2), Holder::with(&fx, 0..24));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let mut actions = join(&mut dl, peer(1), 0);
+    actions.extend(join(&mut dl, peer(2), 0));
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    // The seeder served the part only it has, plus what it was asked
+    // before the partial holder said what it has.
+    let seeder = swarm.served_by(peer(1));
+    assert!(
+        seeder.len() <= 8 + PIPELINE + PREFETCH as usize,
+        "the seeder served {seeder:?}"
+    );
+    assert!((24..32).all(|i| seeder.contains(&i)));
+}
