@@ -12,6 +12,7 @@
 pub mod api;
 mod arrivals;
 mod broker;
+mod disk;
 mod error;
 mod events;
 mod hashing;

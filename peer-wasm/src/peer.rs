@@ -22,6 +22,7 @@ use web_sys::WebSocket;
 
 use crate::arrivals::Arrivals;
 use crate::broker::{BrokerEvent, BrokerSocket};
+use crate::disk::Disk;
 use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
 use crate::hashing::{chunk_hash, digest_hash, Hashing};
@@ -168,6 +169,8 @@ pub struct Inner {
     closed: bool,
     want_in_url: Option<ContentId>,
     warmed_up: bool,
+    /// Where big downloads go, once opened (see `crate::disk`).
+    disk: Option<Rc<Disk>>,
     tick: Option<Interval>,
     reconnect: Option<Timeout>,
     /// Our ready offer, while no wanter has taken it.
@@ -277,6 +280,7 @@ impl Inner {
                 closed: false,
                 want_in_url: None,
                 warmed_up: false,
+                disk: None,
                 tick: None,
                 reconnect: None,
                 ready: None,
@@ -293,6 +297,12 @@ impl Inner {
         rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || {
             with_inner(&weak, Inner::on_tick)
         }));
+        let weak = Rc::downgrade(&rc);
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Some(disk) = Disk::open().await.map(Rc::new) {
+                with_inner(&weak, move |i| i.disk = Some(disk));
+            }
+        });
         rc
     }
 
@@ -1467,7 +1477,7 @@ impl Inner {
                     manifest_bytes,
                 } => {
                     // From now on we serve what we have of it, and say so.
-                    let held = Held::receiving(manifest, manifest_bytes);
+                    let held = Held::receiving(manifest, manifest_bytes, self.disk.clone());
                     self.held.insert(content, held);
                     self.socket.send(&ClientMsg::Hold { content });
                     self.schedule_ready_offer();

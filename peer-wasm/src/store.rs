@@ -9,7 +9,9 @@
 //! to serve it. Making a `Blob` costs the main thread per call as much as
 //! per byte (a 256 KiB `Blob` about 0.8 ms, a 4 MiB one 5 ms, measured in
 //! Chromium here), so one per batch rather than one per chunk; chunks of
-//! the batch being gathered are served straight from memory.
+//! the batch being gathered are served straight from memory. Content
+//! bigger than [`DISK_ABOVE`] has its batches written to disk instead
+//! (see `crate::disk`), where the browser offers it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,7 +21,13 @@ use protocol::availability::{Availability, Have};
 use protocol::{ContentId, Manifest};
 use web_sys::{Blob, BlobPropertyBag};
 
+use crate::disk::Disk;
 use crate::error::Result;
+
+/// Downloads bigger than this keep their batches on disk where they can:
+/// Chromium's memory for `Blob`s is a few hundred MiB for the whole
+/// browser, and writing to disk costs more than keeping a `Blob`.
+pub const DISK_ABOVE: u64 = 32 << 20;
 
 /// Verified chunks gathered in memory before they become one `Blob`.
 pub const BATCH_BYTES: usize = 4 << 20;
@@ -65,11 +73,21 @@ enum Body {
 /// Where a download's chunks are.
 struct Parts {
     place: Vec<Place>,
-    /// Stored batches.
-    batches: Vec<Blob>,
+    /// Stored batches (`None` while being written to disk).
+    batches: Vec<Option<Blob>>,
     /// Chunks gathered for the next batch, and their bytes.
     gathering: Vec<u32>,
     gathered: usize,
+    /// Where batches go, if not into memory.
+    disk: Option<Rc<Disk>>,
+}
+
+/// A batch on its way to disk: its chunks stay in memory until it is.
+struct Write {
+    disk: Rc<Disk>,
+    batch: u32,
+    indices: Vec<u32>,
+    buffers: Array,
 }
 
 #[derive(Clone)]
@@ -85,78 +103,98 @@ enum Place {
 }
 
 impl Parts {
-    fn new(count: u32) -> Self {
+    fn new(count: u32, disk: Option<Rc<Disk>>) -> Self {
         Parts {
             place: vec![Place::Absent; count as usize],
             batches: Vec::new(),
             gathering: Vec::new(),
             gathered: 0,
+            disk,
         }
     }
 
-    fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<()> {
+    /// Gathers verified chunk `index`; a full batch is stored, or returned
+    /// to be written to disk.
+    fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<Option<Write>> {
         self.gathered += bytes.length() as usize;
         self.place[index as usize] = Place::Memory(bytes);
         self.gathering.push(index);
-        if self.gathered >= BATCH_BYTES {
-            self.flush()?;
+        if self.gathered < BATCH_BYTES {
+            return Ok(None);
         }
-        Ok(())
-    }
-
-    /// Stores the gathered chunks as one `Blob`, in index order so that
-    /// neighbours in the content are neighbours in the batch.
-    fn flush(&mut self) -> Result<()> {
-        if self.gathering.is_empty() {
-            return Ok(());
-        }
+        // In index order, so that neighbours in the content are neighbours
+        // in the batch.
         let mut indices = std::mem::take(&mut self.gathering);
         indices.sort_unstable();
+        self.gathered = 0;
         let buffers: Array = indices
             .iter()
-            .map(|&i| match &self.place[i as usize] {
-                Place::Memory(bytes) => bytes.clone(),
-                _ => unreachable!("gathered chunks are in memory"),
+            .filter_map(|&i| match &self.place[i as usize] {
+                Place::Memory(bytes) => Some(bytes.clone()),
+                _ => None,
             })
             .collect();
-        let blob = Blob::new_with_u8_array_sequence(&buffers)?;
         let batch = self.batches.len() as u32;
-        self.batches.push(blob);
-        let mut at = 0u64;
-        for i in indices {
-            let len = match &self.place[i as usize] {
-                Place::Memory(bytes) => bytes.length() as u64,
-                _ => 0,
-            };
-            self.place[i as usize] = Place::Batch { batch, at };
-            at += len;
+        if let Some(disk) = &self.disk {
+            self.batches.push(None);
+            return Ok(Some(Write {
+                disk: disk.clone(),
+                batch,
+                indices,
+                buffers,
+            }));
         }
-        self.gathered = 0;
-        Ok(())
+        self.batches
+            .push(Some(Blob::new_with_u8_array_sequence(&buffers)?));
+        self.placed(batch, &indices);
+        Ok(None)
     }
 
-    /// The whole content as `Blob` slices in order, neighbouring chunks of
-    /// one batch as one slice.
-    fn slices(&mut self, chunk_len: impl Fn(u32) -> u64) -> Result<Array> {
-        self.flush()?;
-        // Runs of (batch, start, end).
-        let mut runs: Vec<(u32, u64, u64)> = Vec::new();
-        for (i, place) in self.place.iter().enumerate() {
-            let Place::Batch { batch, at } = *place else {
-                continue;
-            };
-            let len = chunk_len(i as u32);
-            match runs.last_mut() {
-                Some((b, _, end)) if *b == batch && *end == at => *end += len,
-                _ => runs.push((batch, at, at + len)),
+    /// Batch `batch` of the chunks `indices` (in order) is stored.
+    fn placed(&mut self, batch: u32, indices: &[u32]) {
+        let mut at = 0u64;
+        for &i in indices {
+            if let Place::Memory(bytes) = &self.place[i as usize] {
+                let len = bytes.length() as u64;
+                self.place[i as usize] = Place::Batch { batch, at };
+                at += len;
             }
         }
+    }
+
+    /// The whole content as parts in order: neighbouring chunks of one
+    /// batch as one slice of it, chunks not yet in a batch as their bytes.
+    fn slices(&self, chunk_len: impl Fn(u32) -> u64) -> Result<Array> {
         let out = Array::new();
-        for (b, start, end) in runs {
-            let slice =
-                self.batches[b as usize].slice_with_f64_and_f64(start as f64, end as f64)?;
-            out.push(&slice);
+        // The run of (batch, start, end) being merged.
+        let mut run: Option<(u32, u64, u64)> = None;
+        let flush = |run: &mut Option<(u32, u64, u64)>, out: &Array| -> Result<()> {
+            if let Some((b, start, end)) = run.take() {
+                let blob = self.batches[b as usize]
+                    .as_ref()
+                    .expect("placed batches are stored");
+                let slice = blob.slice_with_f64_and_f64(start as f64, end as f64)?;
+                out.push(&slice);
+            }
+            Ok(())
+        };
+        for (i, place) in self.place.iter().enumerate() {
+            match place {
+                Place::Batch { batch, at } => match &mut run {
+                    Some((b, _, end)) if b == batch && end == at => *end += chunk_len(i as u32),
+                    _ => {
+                        flush(&mut run, &out)?;
+                        run = Some((*batch, *at, at + chunk_len(i as u32)));
+                    }
+                },
+                Place::Memory(bytes) => {
+                    flush(&mut run, &out)?;
+                    out.push(bytes);
+                }
+                Place::Absent => {}
+            }
         }
+        flush(&mut run, &out)?;
         Ok(out)
     }
 }
@@ -202,11 +240,17 @@ impl Held {
 
     /// Content being downloaded, once its manifest is verified: nothing
     /// held yet.
-    pub fn receiving(manifest: Manifest, manifest_bytes: Vec<u8>) -> Rc<Held> {
+    /// `disk`, if any, takes the batches of big content.
+    pub fn receiving(
+        manifest: Manifest,
+        manifest_bytes: Vec<u8>,
+        disk: Option<Rc<Disk>>,
+    ) -> Rc<Held> {
         let body = if manifest.chunk_count() <= 1 {
             Body::Memory(Vec::new())
         } else {
-            Body::Parts(Parts::new(manifest.chunk_count()))
+            let disk = disk.filter(|_| manifest.size > DISK_ABOVE);
+            Body::Parts(Parts::new(manifest.chunk_count(), disk))
         };
         Rc::new(Self::new(manifest_bytes, manifest, body, false))
     }
@@ -232,14 +276,48 @@ impl Held {
     }
 
     /// Keeps verified chunk `index` (a buffer this store may keep).
-    pub fn store(&self, index: u32, bytes: Uint8Array) -> Result<()> {
-        match &mut *self.body.borrow_mut() {
-            Body::Memory(data) => *data = bytes.to_vec(),
+    pub fn store(self: &Rc<Self>, index: u32, bytes: Uint8Array) -> Result<()> {
+        let write = match &mut *self.body.borrow_mut() {
+            Body::Memory(data) => {
+                *data = bytes.to_vec();
+                None
+            }
             Body::Parts(parts) => parts.add(index, bytes)?,
-            Body::File(_) => {}
+            Body::File(_) => None,
+        };
+        if let Some(write) = write {
+            self.write(write);
         }
         self.have.borrow_mut().insert(index);
         Ok(())
+    }
+
+    /// Writes a batch to disk in the background; its chunks are served
+    /// from memory meanwhile, and stay there if the write fails.
+    fn write(self: &Rc<Self>, write: Write) {
+        let held = Rc::downgrade(self);
+        let content = self.address();
+        wasm_bindgen_futures::spawn_local(async move {
+            let written = write
+                .disk
+                .write_batch(&content, write.batch, &write.buffers)
+                .await;
+            let Some(held) = held.upgrade() else {
+                return;
+            };
+            let blob = match written {
+                Ok(file) => Ok(file.into()),
+                Err(e) => {
+                    crate::error::log_error("cannot write to disk; keeping it in memory", &e);
+                    Blob::new_with_u8_array_sequence(&write.buffers)
+                }
+            };
+            let mut body = held.body.borrow_mut();
+            if let (Body::Parts(parts), Ok(blob)) = (&mut *body, blob) {
+                parts.batches[write.batch as usize] = Some(blob);
+                parts.placed(write.batch, &write.indices);
+            }
+        });
     }
 
     /// Whether every chunk is here.
@@ -279,7 +357,9 @@ impl Held {
                 Place::Memory(bytes) => return Ok(ChunkRead::Ready(bytes.clone())),
                 Place::Batch { batch, at } => {
                     let first = at / size / per * per;
-                    let blob = parts.batches[*batch as usize].clone();
+                    let blob = parts.batches[*batch as usize]
+                        .clone()
+                        .expect("placed batches are stored");
                     (Span::Batch(*batch, first as u32), blob, *at, first * size)
                 }
                 Place::Absent => {
@@ -314,7 +394,7 @@ impl Held {
     pub fn blob(&self) -> Result<Blob> {
         let options = BlobPropertyBag::new();
         options.set_type(&self.manifest.media_type);
-        Ok(match &mut *self.body.borrow_mut() {
+        Ok(match &*self.body.borrow() {
             Body::Memory(data) => Blob::new_with_u8_array_sequence_and_options(
                 &Array::of1(&Uint8Array::from(data.as_slice())),
                 &options,
@@ -337,6 +417,17 @@ impl Held {
         match &*self.body.borrow() {
             Body::Memory(data) => Some(Uint8Array::from(data.as_slice())),
             _ => None,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Body::Parts(Parts {
+            disk: Some(disk), ..
+        }) = &*self.body.borrow()
+        {
+            disk.remove(&self.address());
         }
     }
 }

@@ -26,8 +26,11 @@
 //! `cargo run --release -p tests --bin bench_files` (root; re-executes
 //! itself in a private network namespace, see `tests::netns`; needs the app
 //! built with the files API, `just build`). `BENCH_FILE_MIB` sets the size
-//! of the throughput file (default 100). `BENCH_FILE_RUNS` sets the
-//! number of throughput runs of each (default 3).
+//! of the throughput file (default 100; above 256 the file is written to
+//! disk and chosen in A's file picker, e.g. 1024 to check 1 GiB).
+//! `BENCH_FILE_RUNS` sets the number of throughput runs of each (default
+//! 3). `BENCH_PROFILE=<dir>` records DevTools CPU profiles of both pages
+//! of every throughput run into `<dir>`.
 
 use std::time::{Duration, Instant};
 
@@ -207,7 +210,18 @@ async fn throughput(
     // Ours: A shares the file from the compose page and stays there.
     let a = Visitor::new(driver, "A").await?;
     a.goto(&app.url("/")).await;
-    let address = share_file(&a, file_bytes(), 1).await?;
+    // Up to a few hundred MiB the page makes the file in memory; bigger
+    // ones come from disk through the file picker, as a user's would
+    // (Chromium keeps at most 500 MiB of a page's own Blobs).
+    let _on_disk;
+    let address = if file_bytes() > ON_DISK_ABOVE {
+        let path = std::env::temp_dir().join(format!("bench-{}.bin", std::process::id()));
+        std::fs::write(&path, tests::files::content(1, file_bytes() as usize))?;
+        _on_disk = RemoveOnDrop(path.clone());
+        share_from_disk(&a, &path).await?
+    } else {
+        share_file(&a, file_bytes(), 1).await?
+    };
     wait_metric(app, "broker_addresses", 1.0).await?;
     let link = app.url(&format!("/{address}"));
 
@@ -237,8 +251,20 @@ async fn throughput(
         // Ours. Only A may hold the file: B's previous page must be gone.
         b.goto("about:blank").await;
         wait_metric(app, "broker_peers", 1.0).await?;
-        b.goto(&link).await;
+        let profile = std::env::var("BENCH_PROFILE").ok();
+        if profile.is_some() {
+            // Profiling starts on a page of the same origin and goes on
+            // across the navigation.
+            b.goto(&app.url("/")).await;
+            start_profiles(&[&b, &a]).await?;
+            b.js(&format!("location.href = {link:?}"), vec![]).await;
+        } else {
+            b.goto(&link).await;
+        }
         let done = wait_done(&b, &[&a]).await;
+        if let Some(dir) = &profile {
+            save_profiles(dir, &format!("ours-{run}"), &[(&b, "B"), (&a, "A")]).await?;
+        }
         let got = b.peer_stats().await.bytes_from_peers;
         ensure!(
             got >= file_bytes(),
@@ -256,9 +282,24 @@ async fn throughput(
 
         // Floor, each message size.
         for (i, size) in FLOOR_MESSAGES.iter().enumerate() {
-            b.goto(&floor.url(&format!("/bulk-receiver.html#{id},{size}")))
+            let url = floor.url(&format!("/bulk-receiver.html#{id},{size}"));
+            if profile.is_some() {
+                b.goto(&floor.url("/bulk-receiver.html")).await;
+                start_profiles(&[&b, &sender]).await?;
+                // Only the fragment differs: reload to start the transfer.
+                b.js(
+                    &format!("location.href = {url:?}; location.reload()"),
+                    vec![],
+                )
                 .await;
+            } else {
+                b.goto(&url).await;
+            }
             let done = wait_done(&b, &[&sender]).await;
+            if let Some(dir) = &profile {
+                let name = format!("floor-{}k-{run}", size >> 10);
+                save_profiles(dir, &name, &[(&b, "B"), (&sender, "A")]).await?;
+            }
             let got = b.js("return window.received", vec![]).await;
             ensure!(
                 got.as_u64() == Some(file_bytes()),
@@ -388,6 +429,74 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
 }
 
 // ------------------------------------------------------------------- helpers
+
+/// Starts DevTools' sampling CPU profiler in each page.
+async fn start_profiles(visitors: &[&Visitor]) -> anyhow::Result<()> {
+    for v in visitors {
+        for (cmd, params) in [
+            ("Profiler.enable", json!({})),
+            ("Profiler.setSamplingInterval", json!({ "interval": 200 })),
+            ("Profiler.start", json!({})),
+        ] {
+            v.client().issue_cmd(Cdp { cmd, params }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stops the profilers and writes `<dir>/<run>-<name>.cpuprofile` files
+/// (DevTools' Performance panel opens them).
+async fn save_profiles(dir: &str, run: &str, visitors: &[(&Visitor, &str)]) -> anyhow::Result<()> {
+    for (v, name) in visitors {
+        let stopped = v
+            .client()
+            .issue_cmd(Cdp {
+                cmd: "Profiler.stop",
+                params: json!({}),
+            })
+            .await?;
+        let path = format!("{dir}/{run}-{name}.cpuprofile");
+        std::fs::write(&path, stopped["profile"].to_string())
+            .with_context(|| format!("cannot write {path}"))?;
+    }
+    Ok(())
+}
+
+/// Throughput files bigger than this are shared from disk.
+const ON_DISK_ABOVE: u64 = 256 << 20;
+
+/// Deletes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Chooses the file at `path` in `v`'s `#file-input` and waits until the
+/// page shares it; returns its address.
+async fn share_from_disk(v: &Visitor, path: &std::path::Path) -> anyhow::Result<String> {
+    v.wait_visible("#file-input").await;
+    let start = Instant::now();
+    v.client()
+        .find(fantoccini::Locator::Css("#file-input"))
+        .await?
+        .send_keys(&path.display().to_string())
+        .await?;
+    tests::files::wait_held(v).await;
+    let path = v.path().await;
+    ensure!(
+        tests::is_content_path(&path),
+        "A: after choosing the file the path should be /<address>, got {path:?}"
+    );
+    println!(
+        "A: shared {} MiB from disk in {} ms (hashing)",
+        file_bytes() >> 20,
+        start.elapsed().as_millis()
+    );
+    Ok(path.trim_start_matches('/').to_owned())
+}
 
 /// A Chromium whose every page runs [`PROBE`] first.
 async fn timed_visitor(driver: &ChromeDriver, name: &str) -> anyhow::Result<Visitor> {
