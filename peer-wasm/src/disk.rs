@@ -10,6 +10,11 @@
 //! opens the store removes the directories of tabs that hold no lock any
 //! more (closed or crashed), so files never outlive their tab for long.
 //! Where OPFS or Web Locks are missing, downloads stay in `Blob` parts.
+//! The store opens with the first big download, not with the page: opening
+//! it costs the page's start (and a share link's open time) a few ms.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use protocol::ContentId;
@@ -26,6 +31,9 @@ use crate::error::{PeerError, Result};
 const ROOT: &str = "peerpage";
 /// Prefix of the Web Lock a tab holds for its directory.
 const LOCK_PREFIX: &str = "peerpage-store-";
+
+/// The disk store once open (shared by the downloads that wait for it).
+pub type DiskSlot = Rc<RefCell<Option<Rc<Disk>>>>;
 
 /// This tab's directory in the origin private file system.
 pub struct Disk {

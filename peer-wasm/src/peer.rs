@@ -22,12 +22,12 @@ use web_sys::WebSocket;
 
 use crate::arrivals::Arrivals;
 use crate::broker::{BrokerEvent, BrokerSocket};
-use crate::disk::Disk;
+use crate::disk::{Disk, DiskSlot};
 use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
 use crate::hashing::{chunk_hash, digest_hash, Hashing};
 use crate::rtc::{Link, LinkEvent, HIGH_WATER};
-use crate::store::{ChunkRead, Held};
+use crate::store::{ChunkRead, Held, DISK_ABOVE};
 
 /// Clock for timeouts: every download is ticked this often.
 const TICK_MS: u32 = 500;
@@ -169,8 +169,10 @@ pub struct Inner {
     closed: bool,
     want_in_url: Option<ContentId>,
     warmed_up: bool,
-    /// Where big downloads go, once opened (see `crate::disk`).
-    disk: Option<Rc<Disk>>,
+    /// Where big downloads go, once opened (see `crate::disk`), and
+    /// whether it was asked to open.
+    disk: DiskSlot,
+    disk_asked: bool,
     tick: Option<Interval>,
     reconnect: Option<Timeout>,
     /// Our ready offer, while no wanter has taken it.
@@ -280,7 +282,8 @@ impl Inner {
                 closed: false,
                 want_in_url: None,
                 warmed_up: false,
-                disk: None,
+                disk: DiskSlot::default(),
+                disk_asked: false,
                 tick: None,
                 reconnect: None,
                 ready: None,
@@ -297,12 +300,6 @@ impl Inner {
         rc.borrow_mut().tick = Some(Interval::new(TICK_MS, move || {
             with_inner(&weak, Inner::on_tick)
         }));
-        let weak = Rc::downgrade(&rc);
-        wasm_bindgen_futures::spawn_local(async move {
-            if let Some(disk) = Disk::open().await.map(Rc::new) {
-                with_inner(&weak, move |i| i.disk = Some(disk));
-            }
-        });
         rc
     }
 
@@ -1477,7 +1474,14 @@ impl Inner {
                     manifest_bytes,
                 } => {
                     // From now on we serve what we have of it, and say so.
-                    let held = Held::receiving(manifest, manifest_bytes, self.disk.clone());
+                    if manifest.size > DISK_ABOVE && !std::mem::replace(&mut self.disk_asked, true)
+                    {
+                        let slot = self.disk.clone();
+                        wasm_bindgen_futures::spawn_local(async move {
+                            *slot.borrow_mut() = Disk::open().await.map(Rc::new);
+                        });
+                    }
+                    let held = Held::receiving(manifest, manifest_bytes, &self.disk);
                     self.held.insert(content, held);
                     self.socket.send(&ClientMsg::Hold { content });
                     self.schedule_ready_offer();

@@ -21,7 +21,7 @@ use protocol::availability::{Availability, Have};
 use protocol::{ContentId, Manifest};
 use web_sys::{Blob, BlobPropertyBag};
 
-use crate::disk::Disk;
+use crate::disk::{Disk, DiskSlot};
 use crate::error::Result;
 
 /// Downloads bigger than this keep their batches on disk where they can:
@@ -78,8 +78,8 @@ struct Parts {
     /// Chunks gathered for the next batch, and their bytes.
     gathering: Vec<u32>,
     gathered: usize,
-    /// Where batches go, if not into memory.
-    disk: Option<Rc<Disk>>,
+    /// Where batches go once it is open, if not into memory.
+    disk: Option<DiskSlot>,
 }
 
 /// A batch on its way to disk: its chunks stay in memory until it is.
@@ -103,7 +103,7 @@ enum Place {
 }
 
 impl Parts {
-    fn new(count: u32, disk: Option<Rc<Disk>>) -> Self {
+    fn new(count: u32, disk: Option<DiskSlot>) -> Self {
         Parts {
             place: vec![Place::Absent; count as usize],
             batches: Vec::new(),
@@ -135,10 +135,11 @@ impl Parts {
             })
             .collect();
         let batch = self.batches.len() as u32;
-        if let Some(disk) = &self.disk {
+        // Batches made before the disk opened stay in memory.
+        if let Some(disk) = self.disk.as_ref().and_then(|slot| slot.borrow().clone()) {
             self.batches.push(None);
             return Ok(Some(Write {
-                disk: disk.clone(),
+                disk,
                 batch,
                 indices,
                 buffers,
@@ -240,16 +241,12 @@ impl Held {
 
     /// Content being downloaded, once its manifest is verified: nothing
     /// held yet.
-    /// `disk`, if any, takes the batches of big content.
-    pub fn receiving(
-        manifest: Manifest,
-        manifest_bytes: Vec<u8>,
-        disk: Option<Rc<Disk>>,
-    ) -> Rc<Held> {
+    /// `disk` takes the batches of big content once it is open.
+    pub fn receiving(manifest: Manifest, manifest_bytes: Vec<u8>, disk: &DiskSlot) -> Rc<Held> {
         let body = if manifest.chunk_count() <= 1 {
             Body::Memory(Vec::new())
         } else {
-            let disk = disk.filter(|_| manifest.size > DISK_ABOVE);
+            let disk = (manifest.size > DISK_ABOVE).then(|| disk.clone());
             Body::Parts(Parts::new(manifest.chunk_count(), disk))
         };
         Rc::new(Self::new(manifest_bytes, manifest, body, false))
@@ -424,10 +421,12 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Body::Parts(Parts {
-            disk: Some(disk), ..
+            disk: Some(slot), ..
         }) = &*self.body.borrow()
         {
-            disk.remove(&self.address());
+            if let Some(disk) = &*slot.borrow() {
+                disk.remove(&self.address());
+            }
         }
     }
 }
