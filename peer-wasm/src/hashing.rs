@@ -40,7 +40,12 @@ pub fn chunk_hash(bytes: &Uint8Array) -> Hashing {
             return Hashing::Pending(digest);
         }
     }
-    Hashing::Done(ChunkHash::of(&bytes.to_vec()))
+    Hashing::Done(hash_here(bytes))
+}
+
+/// Hashes bytes in JavaScript memory with the wasm SHA-256.
+pub fn hash_here(bytes: &Uint8Array) -> ChunkHash {
+    ChunkHash::of(&bytes.to_vec())
 }
 
 /// Reads a WebCrypto SHA-256 digest.
@@ -96,7 +101,7 @@ pub async fn describe_file(
                     let digest = s.digest_with_str_and_buffer_source("SHA-256", &buffer)?;
                     digests.push(&digest);
                 }
-                None => chunks.push(ChunkHash::of(&Uint8Array::new(&buffer).to_vec())),
+                None => chunks.push(hash_here(&Uint8Array::new(&buffer))),
             }
         }
         if subtle.is_some() {

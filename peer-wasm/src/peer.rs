@@ -25,7 +25,7 @@ use crate::broker::{BrokerEvent, BrokerSocket};
 use crate::disk::{Disk, DiskSlot};
 use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
-use crate::hashing::{chunk_hash, digest_hash, Hashing};
+use crate::hashing::{chunk_hash, digest_hash, hash_here, Hashing};
 use crate::rtc::{Link, LinkEvent, HIGH_WATER};
 use crate::store::{ChunkRead, Held, DISK_ABOVE};
 
@@ -1399,7 +1399,7 @@ impl Inner {
             Ok(hash) => hash,
             // WebCrypto failed: hash here instead.
             Err(_) => match fetch.arrivals.waiting(index) {
-                Some(bytes) => protocol::ids::ChunkHash::of(&bytes.to_vec()),
+                Some(bytes) => hash_here(bytes),
                 None => return,
             },
         };

@@ -240,8 +240,7 @@ impl Held {
     }
 
     /// Content being downloaded, once its manifest is verified: nothing
-    /// held yet.
-    /// `disk` takes the batches of big content once it is open.
+    /// held yet. `disk` takes the batches of big content once it is open.
     pub fn receiving(manifest: Manifest, manifest_bytes: Vec<u8>, disk: &DiskSlot) -> Rc<Held> {
         let body = if manifest.chunk_count() <= 1 {
             Body::Memory(Vec::new())

@@ -125,6 +125,12 @@ pub async fn share(v: &Visitor, seed: u32, len: usize, name: &str, ty: &str, via
         vec![json!(seed), json!(len), json!(name), json!(ty)],
     )
     .await;
+    wait_shared(v).await
+}
+
+/// Waits until the page holds the file it was given and returns its link
+/// path, `/<address>`.
+pub async fn wait_shared(v: &Visitor) -> String {
     wait_held(v).await;
     let path = v.path().await;
     assert!(

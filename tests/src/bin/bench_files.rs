@@ -484,12 +484,7 @@ async fn share_from_disk(v: &Visitor, path: &std::path::Path) -> anyhow::Result<
         .await?
         .send_keys(&path.display().to_string())
         .await?;
-    tests::files::wait_held(v).await;
-    let path = v.path().await;
-    ensure!(
-        tests::is_content_path(&path),
-        "A: after choosing the file the path should be /<address>, got {path:?}"
-    );
+    let path = tests::files::wait_shared(v).await;
     println!(
         "A: shared {} MiB from disk in {} ms (hashing)",
         file_bytes() >> 20,
