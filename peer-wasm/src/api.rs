@@ -165,7 +165,7 @@ impl Peer {
             if let Some(bytes) = held.bytes() {
                 return Ok(bytes.into());
             }
-            let buffer = JsFuture::from(held.blob()?.array_buffer()).await?;
+            let buffer = JsFuture::from(held.blob().await?.array_buffer()).await?;
             Ok(Uint8Array::new(&buffer).into())
         }))
     }
@@ -177,7 +177,7 @@ impl Peer {
     pub fn fetch_blob(&self, address: &str) -> Result<Promise, JsValue> {
         let held = self.held(address)?;
         Ok(wasm_bindgen_futures::future_to_promise(async move {
-            Ok(held.await?.blob()?.into())
+            Ok(held.await?.blob().await?.into())
         }))
     }
 

@@ -19,6 +19,8 @@ use std::rc::Rc;
 use js_sys::{Array, Promise, Uint8Array};
 use protocol::availability::{Availability, Have};
 use protocol::{ContentId, Manifest};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobPropertyBag};
 
 use crate::disk::{Disk, DiskSlot};
@@ -73,8 +75,7 @@ enum Body {
 /// Where a download's chunks are.
 struct Parts {
     place: Vec<Place>,
-    /// Stored batches (`None` while being written to disk).
-    batches: Vec<Option<Blob>>,
+    batches: Vec<Batch>,
     /// Chunks gathered for the next batch, and their bytes.
     gathering: Vec<u32>,
     gathered: usize,
@@ -82,11 +83,22 @@ struct Parts {
     disk: Option<DiskSlot>,
 }
 
-/// A batch on its way to disk: its chunks stay in memory until it is.
+/// A batch of chunks, stored.
+#[derive(Clone)]
+enum Batch {
+    /// In memory, or written to disk.
+    Stored(Blob),
+    /// Being written to disk: resolves to the file (or, if the write
+    /// failed, to an in-memory `Blob` of the chunks).
+    Writing(Promise),
+    /// The disk worker died holding it.
+    Lost,
+}
+
+/// A batch handed to the disk worker.
 struct Write {
     disk: Rc<Disk>,
     batch: u32,
-    indices: Vec<u32>,
     buffers: Array,
 }
 
@@ -114,7 +126,7 @@ impl Parts {
     }
 
     /// Gathers verified chunk `index`; a full batch is stored, or returned
-    /// to be written to disk.
+    /// to be written to disk (its chunks are placed in it already).
     fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<Option<Write>> {
         self.gathered += bytes.length() as usize;
         self.place[index as usize] = Place::Memory(bytes);
@@ -135,19 +147,20 @@ impl Parts {
             })
             .collect();
         let batch = self.batches.len() as u32;
+        // Placed before the buffers are handed over (and empty here).
+        self.placed(batch, &indices);
         // Batches made before the disk opened stay in memory.
         if let Some(disk) = self.disk.as_ref().and_then(|slot| slot.borrow().clone()) {
-            self.batches.push(None);
+            // Replaced by the write's promise right away.
+            self.batches.push(Batch::Lost);
             return Ok(Some(Write {
                 disk,
                 batch,
-                indices,
                 buffers,
             }));
         }
         self.batches
-            .push(Some(Blob::new_with_u8_array_sequence(&buffers)?));
-        self.placed(batch, &indices);
+            .push(Batch::Stored(Blob::new_with_u8_array_sequence(&buffers)?));
         Ok(None)
     }
 
@@ -164,17 +177,15 @@ impl Parts {
     }
 
     /// The whole content as parts in order: neighbouring chunks of one
-    /// batch as one slice of it, chunks not yet in a batch as their bytes.
-    fn slices(&self, chunk_len: impl Fn(u32) -> u64) -> Result<Array> {
+    /// batch as one slice of it (`batches` being the stored batches),
+    /// chunks not yet in a batch as their bytes.
+    fn slices(&self, batches: &[Blob], chunk_len: impl Fn(u32) -> u64) -> Result<Array> {
         let out = Array::new();
         // The run of (batch, start, end) being merged.
         let mut run: Option<(u32, u64, u64)> = None;
         let flush = |run: &mut Option<(u32, u64, u64)>, out: &Array| -> Result<()> {
             if let Some((b, start, end)) = run.take() {
-                let blob = self.batches[b as usize]
-                    .as_ref()
-                    .expect("placed batches are stored");
-                let slice = blob.slice_with_f64_and_f64(start as f64, end as f64)?;
+                let slice = batches[b as usize].slice_with_f64_and_f64(start as f64, end as f64)?;
                 out.push(&slice);
             }
             Ok(())
@@ -288,30 +299,44 @@ impl Held {
         Ok(())
     }
 
-    /// Writes a batch to disk in the background; its chunks are served
-    /// from memory meanwhile, and stay there if the write fails.
+    /// Writes a batch to disk in the background; its chunks are read
+    /// back once it is written (or, if that fails, from memory).
     fn write(self: &Rc<Self>, write: Write) {
-        let held = Rc::downgrade(self);
         let content = self.address();
+        let Write {
+            disk,
+            batch,
+            buffers,
+        } = write;
+        let written = wasm_bindgen_futures::future_to_promise(async move {
+            match disk.write_batch(&content, batch, &buffers).await {
+                Ok(file) => Ok(file.into()),
+                Err(failed) => {
+                    let message = format!("cannot write to disk: {}", failed.error);
+                    let Some(parts) = failed.parts else {
+                        web_sys::console::error_1(&format!("{message}; the batch is lost").into());
+                        return Err(message.into());
+                    };
+                    web_sys::console::warn_1(&format!("{message}; keeping it in memory").into());
+                    Ok(Blob::new_with_u8_array_sequence(&parts)?.into())
+                }
+            }
+        });
+        if let Body::Parts(parts) = &mut *self.body.borrow_mut() {
+            parts.batches[batch as usize] = Batch::Writing(written.clone());
+        }
+        let held = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
-            let written = write
-                .disk
-                .write_batch(&content, write.batch, &write.buffers)
-                .await;
+            let stored = JsFuture::from(written).await;
             let Some(held) = held.upgrade() else {
                 return;
             };
-            let blob = match written {
-                Ok(file) => Ok(file.into()),
-                Err(e) => {
-                    crate::error::log_error("cannot write to disk; keeping it in memory", &e);
-                    Blob::new_with_u8_array_sequence(&write.buffers)
-                }
-            };
             let mut body = held.body.borrow_mut();
-            if let (Body::Parts(parts), Ok(blob)) = (&mut *body, blob) {
-                parts.batches[write.batch as usize] = Some(blob);
-                parts.placed(write.batch, &write.indices);
+            if let Body::Parts(parts) = &mut *body {
+                parts.batches[batch as usize] = match stored.map(Blob::unchecked_from_js) {
+                    Ok(blob) => Batch::Stored(blob),
+                    Err(_) => Batch::Lost,
+                };
             }
         });
     }
@@ -340,23 +365,24 @@ impl Held {
         let per = (SPAN_BYTES as u64 / size).max(1);
         // The span's key, its blob, and where the chunk and the span are
         // in that blob.
-        let (span, blob, chunk_at, span_at) = match &*self.body.borrow() {
+        let (span, source, chunk_at, span_at) = match &*self.body.borrow() {
             Body::Memory(data) => {
                 let range = start as usize..start as usize + len as usize;
                 return Ok(ChunkRead::Ready(Uint8Array::from(&data[range])));
             }
             Body::File(file) => {
                 let first = index as u64 / per * per;
-                (Span::File(first as u32), file.clone(), start, first * size)
+                let source = Batch::Stored(file.clone());
+                (Span::File(first as u32), source, start, first * size)
             }
             Body::Parts(parts) => match &parts.place[index as usize] {
-                Place::Memory(bytes) => return Ok(ChunkRead::Ready(bytes.clone())),
+                // A copy: the buffer goes to the disk worker with its
+                // batch, maybe before this chunk is all sent.
+                Place::Memory(bytes) => return Ok(ChunkRead::Ready(bytes.slice(0, len))),
                 Place::Batch { batch, at } => {
                     let first = at / size / per * per;
-                    let blob = parts.batches[*batch as usize]
-                        .clone()
-                        .expect("placed batches are stored");
-                    (Span::Batch(*batch, first as u32), blob, *at, first * size)
+                    let source = parts.batches[*batch as usize].clone();
+                    (Span::Batch(*batch, first as u32), source, *at, first * size)
                 }
                 Place::Absent => {
                     return Err(crate::error::PeerError::Refused(format!(
@@ -374,10 +400,20 @@ impl Held {
                 len,
             });
         }
-        let end = (span_at + per * size).min(blob.size() as u64);
-        let read = blob
-            .slice_with_f64_and_f64(span_at as f64, end as f64)?
-            .array_buffer();
+        // (Slicing past the end stops at the end.)
+        let (from, to) = (span_at as f64, (span_at + per * size) as f64);
+        let read = match source {
+            Batch::Stored(blob) => blob.slice_with_f64_and_f64(from, to)?.array_buffer(),
+            Batch::Writing(written) => wasm_bindgen_futures::future_to_promise(async move {
+                let blob = Blob::unchecked_from_js(JsFuture::from(written).await?);
+                JsFuture::from(blob.slice_with_f64_and_f64(from, to)?.array_buffer()).await
+            }),
+            Batch::Lost => {
+                return Err(crate::error::PeerError::Refused(format!(
+                    "chunk {index} was lost: the disk store stopped while writing it"
+                )))
+            }
+        };
         if spans.len() == SPANS_KEPT {
             spans.pop_front();
         }
@@ -386,26 +422,46 @@ impl Held {
     }
 
     /// The whole content as one `Blob` typed with its media type (without
-    /// copying parts or files).
-    pub fn blob(&self) -> Result<Blob> {
+    /// copying parts or files), once batches being written are on disk.
+    pub async fn blob(&self) -> Result<Blob> {
         let options = BlobPropertyBag::new();
         options.set_type(&self.manifest.media_type);
-        Ok(match &*self.body.borrow() {
-            Body::Memory(data) => Blob::new_with_u8_array_sequence_and_options(
-                &Array::of1(&Uint8Array::from(data.as_slice())),
-                &options,
-            )?,
-            Body::File(file) => file.slice_with_f64_and_f64_and_content_type(
-                0.0,
-                self.manifest.size as f64,
-                &self.manifest.media_type,
-            )?,
-            Body::Parts(parts) => {
-                let m = &self.manifest;
-                let slices = parts.slices(|i| m.chunk_len(i) as u64)?;
-                Blob::new_with_blob_sequence_and_options(&slices, &options)?
+        let batches = match &*self.body.borrow() {
+            Body::Memory(data) => {
+                return Ok(Blob::new_with_u8_array_sequence_and_options(
+                    &Array::of1(&Uint8Array::from(data.as_slice())),
+                    &options,
+                )?)
             }
-        })
+            Body::File(file) => {
+                return Ok(file.slice_with_f64_and_f64_and_content_type(
+                    0.0,
+                    self.manifest.size as f64,
+                    &self.manifest.media_type,
+                )?)
+            }
+            Body::Parts(parts) => parts.batches.clone(),
+        };
+        let mut stored = Vec::with_capacity(batches.len());
+        for batch in batches {
+            stored.push(match batch {
+                Batch::Stored(blob) => blob,
+                Batch::Writing(written) => Blob::unchecked_from_js(JsFuture::from(written).await?),
+                Batch::Lost => {
+                    return Err(crate::error::PeerError::Refused(
+                        "part of the content was lost: the disk store stopped while \
+                         writing it; reload the page to download it again"
+                            .into(),
+                    ))
+                }
+            });
+        }
+        let Body::Parts(parts) = &*self.body.borrow() else {
+            unreachable!("a body stays parts");
+        };
+        let m = &self.manifest;
+        let slices = parts.slices(&stored, |i| m.chunk_len(i) as u64)?;
+        Ok(Blob::new_with_blob_sequence_and_options(&slices, &options)?)
     }
 
     /// The bytes, if they are in wasm memory (small content).

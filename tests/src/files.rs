@@ -183,6 +183,27 @@ pub async fn saved_sha256(v: &Visitor) -> String {
     }
 }
 
+/// Bytes in the page's disk store (every file under `peerpage/` in the
+/// origin private file system).
+pub async fn bytes_on_disk(v: &Visitor) -> u64 {
+    let script = "const done = arguments[arguments.length - 1];
+        const walk = async (dir) => {
+          let total = 0;
+          for await (const entry of dir.values()) {
+            total += entry.kind === 'file' ? (await entry.getFile()).size : await walk(entry);
+          }
+          return total;
+        };
+        navigator.storage.getDirectory()
+          .then((root) => root.getDirectoryHandle('peerpage'))
+          .then(walk)
+          .then(done, (e) => done('error: ' + e));";
+    match v.client().execute_async(script, vec![]).await {
+        Ok(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        other => panic!("{}: cannot list the disk store: {other:?}", v.name()),
+    }
+}
+
 /// The page's `#file-info` data: (name, size, type).
 pub async fn file_info(v: &Visitor) -> (String, u64, String) {
     let info = v

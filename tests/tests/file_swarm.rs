@@ -88,6 +88,14 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
     wait_held(&b).await;
     let status = b.text("#status").await.unwrap_or_default();
     run.step(&format!("B holds it: {status}"));
+    // Content this big lives on disk, save the batch or two gathered
+    // before the store opened.
+    let on_disk = files::bytes_on_disk(&b).await;
+    run.step(&format!("B's disk store holds {on_disk} bytes"));
+    assert!(
+        on_disk >= (len - 8 * MIB) as u64 && on_disk <= len as u64,
+        "B keeps {on_disk} bytes of {len} on disk"
+    );
 
     run.step("B saves it with its original name");
     let saved = downloads.join("random.bin");
