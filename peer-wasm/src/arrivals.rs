@@ -1,6 +1,7 @@
 //! The bytes of chunks being received, kept in JavaScript memory where
-//! they land: each frame's payload is copied once, by the engine, into its
-//! chunk's buffer, and never through the wasm heap. The download state
+//! they land: a chunk that came as one message is kept as that message's
+//! buffer; otherwise each payload is copied once, by the engine, into its
+//! chunk's buffer. Never through the wasm heap. The download state
 //! machine (`protocol::download`) says where each payload goes, when a
 //! chunk is whole (to be hashed, see `crate::hashing::chunk_hash`), and
 //! whether it is stored or dropped.
@@ -23,6 +24,16 @@ impl Arrivals {
     /// Keeps a payload at `offset` of the `total`-byte chunk arriving from
     /// `peer`; offset 0 starts a new chunk.
     pub fn keep(&mut self, peer: PeerId, offset: u32, total: u32, payload: &Uint8Array) {
+        // A chunk that came as one message of its own (a stream of one, see
+        // `protocol::transfer`) is kept as it landed, without a copy.
+        if offset == 0
+            && payload.length() == total
+            && payload.byte_offset() == 0
+            && payload.buffer().byte_length() == total
+        {
+            self.arriving.insert(peer, payload.clone());
+            return;
+        }
         if offset == 0 {
             self.arriving
                 .insert(peer, Uint8Array::new_with_length(total));

@@ -13,8 +13,8 @@ use js_sys::{ArrayBuffer, Function, Uint8Array};
 use protocol::download::{Action, Download, Input, Status};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{
-    Frame, FrameHead, FrameKind, Reply, Request, HEADER, MAX_PAYLOAD, MAX_PREFETCH,
-    MAX_REQUEST_CHUNKS,
+    Frame, FrameHead, FrameKind, Read, Reader, Reply, Request, HEADER, MAX_MESSAGE, MAX_PAYLOAD,
+    MAX_PREFETCH, MAX_REQUEST_CHUNKS,
 };
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
 use wasm_bindgen::JsCast;
@@ -74,11 +74,15 @@ struct Serving {
     /// Content whose availability the other side was told: it hears of
     /// each chunk we gain (`Reply::Got`).
     watching: Vec<ContentId>,
+    /// Largest message of a chunk stream on this link, once known.
+    max_message: Option<usize>,
 }
 
 struct Peering {
     link: Link,
     role: Role,
+    /// Reads what a holder sends us (frames and chunk streams).
+    reader: Reader,
     created: f64,
     /// A request that came with a ready answer: served once the channel
     /// opens, without waiting for it to cross the channel.
@@ -90,6 +94,7 @@ impl Peering {
         Peering {
             link,
             role,
+            reader: Reader::default(),
             created: now(),
             ahead: None,
         }
@@ -1009,24 +1014,35 @@ impl Inner {
                 return self.on_link_lost(key, "a fetching peer sent binary data".into());
             };
             let len = buf.byte_length() as usize;
-            self.stats.from_peers += len.saturating_sub(HEADER) as u64;
             // Only the header crosses into wasm; a chunk's payload stays
-            // where it landed until it is copied into its chunk.
+            // where it landed.
             let mut header = [0u8; HEADER];
             let head_len = len.min(HEADER);
             Uint8Array::new_with_byte_offset_and_length(buf, 0, head_len as u32)
                 .copy_to(&mut header[..head_len]);
-            match FrameHead::decode(&header[..head_len], len) {
-                Ok(head) if head.kind == FrameKind::Chunk => {
-                    let payload =
-                        Uint8Array::new_with_byte_offset_and_length(buf, HEADER as u32, head.len);
+            let read = match self.links.get_mut(&key) {
+                Some(p) => p.reader.read(&header[..head_len], len),
+                None => return,
+            };
+            match read {
+                // A stream header: its bytes follow.
+                Ok(None) => {}
+                Ok(Some(Read { head, payload_at })) if head.kind == FrameKind::Chunk => {
+                    self.stats.from_peers += head.len as u64;
+                    let payload = Uint8Array::new_with_byte_offset_and_length(
+                        buf,
+                        payload_at as u32,
+                        head.len,
+                    );
                     self.on_chunk_frame(content, key.peer, head, &payload);
                 }
-                // The manifest (small), or a frame the download refuses.
-                _ => {
+                // The manifest (small).
+                Ok(Some(Read { head, .. })) => {
+                    self.stats.from_peers += head.len as u64;
                     let bytes = Uint8Array::new(buf).to_vec();
                     self.drive(content, Input::Frame(key.peer, &bytes));
                 }
+                Err(why) => self.drive(content, Input::BadFrame(key.peer, why)),
             }
         } else if let Some(text) = data.as_string() {
             match role_content {
@@ -1195,19 +1211,44 @@ impl Inner {
                     ..
                 } => {
                     let total = bytes.length() as usize;
-                    let end = (*offset + MAX_PAYLOAD).min(total);
-                    let frame =
-                        js_sys::Uint8Array::new_with_length((HEADER + end - *offset) as u32);
-                    frame
-                        .subarray(0, HEADER as u32)
-                        .copy_from(&Frame::header(*kind, *index, *offset, total));
-                    frame.set(&bytes.subarray(*offset as u32, end as u32), HEADER as u32);
+                    // Chunks of more than a frame go as a stream of views
+                    // of the bytes read (see `protocol::transfer`).
+                    let streamed = *kind == FrameKind::Chunk && total > MAX_PAYLOAD;
+                    let (message, end) = if streamed {
+                        if *offset == 0
+                            && dc
+                                .send_with_u8_array(&Frame::stream_header(*index, total))
+                                .is_err()
+                        {
+                            break;
+                        }
+                        let max = *serving
+                            .max_message
+                            .get_or_insert_with(|| link.max_message(MAX_MESSAGE));
+                        let end = (*offset + max).min(total);
+                        (bytes.subarray(*offset as u32, end as u32), end)
+                    } else {
+                        let end = (*offset + MAX_PAYLOAD).min(total);
+                        let frame =
+                            js_sys::Uint8Array::new_with_length((HEADER + end - *offset) as u32);
+                        frame
+                            .subarray(0, HEADER as u32)
+                            .copy_from(&Frame::header(*kind, *index, *offset, total));
+                        frame.set(&bytes.subarray(*offset as u32, end as u32), HEADER as u32);
+                        (frame, end)
+                    };
                     #[cfg(feature = "test-hooks")]
-                    if self.corrupt_served && *kind == FrameKind::Chunk && end > *offset {
-                        let last = (HEADER + end - *offset - 1) as u32;
-                        frame.set_index(last, frame.get_index(last) ^ 0xff);
-                    }
-                    if dc.send_with_array_buffer_view(&frame).is_err() {
+                    let message =
+                        if self.corrupt_served && *kind == FrameKind::Chunk && end > *offset {
+                            // A copy: the bytes read may be kept and served again.
+                            let bad = message.slice(0, message.length());
+                            let last = bad.length() - 1;
+                            bad.set_index(last, bad.get_index(last) ^ 0xff);
+                            bad
+                        } else {
+                            message
+                        };
+                    if dc.send_with_array_buffer_view(&message).is_err() {
                         break;
                     }
                     self.stats.to_peers += (end - *offset) as u64;

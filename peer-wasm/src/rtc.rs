@@ -289,6 +289,21 @@ impl Link {
         self.channel.as_ref().map_or(0, |c| c.buffered_amount())
     }
 
+    /// The largest message to send on this link: `cap`, or less if the
+    /// other side advertises less (its SDP's max-message-size, which the
+    /// browser exposes once connected; 64 KiB when it does not say).
+    pub fn max_message(&self, cap: usize) -> usize {
+        let advertised = js_sys::Reflect::get(&self.pc, &"sctp".into())
+            .ok()
+            .filter(|sctp| sctp.is_object())
+            .and_then(|sctp| js_sys::Reflect::get(&sctp, &"maxMessageSize".into()).ok())
+            .and_then(|size| size.as_f64())
+            .filter(|size| *size >= 1.0);
+        // 0 would mean "no limit" in the SDP, which the browser reports as
+        // infinity.
+        advertised.map_or(64 * 1024, |size| size.min(cap as f64) as usize)
+    }
+
     /// Whether the data channel is open.
     pub fn is_open(&self) -> bool {
         self.channel

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::availability::Availability;
 use crate::ids::{ChunkHash, ContentId, PeerId};
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
-use crate::transfer::{Assembly, Cursor, Frame, FrameHead, FrameKind, Reply, Request};
+use crate::transfer::{Assembly, Cursor, Frame, FrameError, FrameHead, FrameKind, Reply, Request};
 
 pub mod scheduler;
 
@@ -64,6 +64,9 @@ pub enum Input<'a> {
     /// The header of a chunk frame from a holder. The caller holds its
     /// payload, to keep or drop as the actions say.
     ChunkFrame(PeerId, FrameHead),
+    /// A binary message from a holder that could not be read (see
+    /// [`crate::transfer::Reader`]): the holder is dropped.
+    BadFrame(PeerId, FrameError),
     /// The SHA-256 of the bytes kept for chunk `index`, which an
     /// [`Action::Verify`] asked for.
     Hashed {
@@ -382,6 +385,11 @@ impl Download {
                     if let Err(why) = self.on_chunk_frame(peer, head, now, &mut out) {
                         self.ban(peer, why, now, &mut out);
                     }
+                }
+            }
+            Input::BadFrame(peer, why) => {
+                if self.sources.contains_key(&peer) {
+                    self.ban(peer, why.to_string(), now, &mut out);
                 }
             }
             Input::Hashed { index, hash } => self.on_hashed(index, hash, now, &mut out),

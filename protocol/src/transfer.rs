@@ -7,6 +7,14 @@
 //! kind: u8 (1 = manifest, 2 = chunk) | index: u32 BE | offset: u32 BE | total: u32 BE | bytes
 //! ```
 //!
+//! A chunk bigger than one frame goes as a stream instead: a header alone
+//! (kind 3, offset 0, `total` its length), then its bytes in messages
+//! without any header, each of at most [`MAX_MESSAGE`] bytes, until
+//! `total` bytes have come. A 256 KiB chunk is then one message that the
+//! receiver keeps as it lands, and the sender sends views of what it read
+//! without copying them into frames. [`Reader`] gives every message of
+//! either form its [`FrameHead`].
+//!
 //! The channel is reliable and ordered, so an object's frames arrive in
 //! order; a frame out of order is a protocol violation.
 
@@ -20,6 +28,9 @@ use crate::ids::ContentId;
 /// Firefox 1 GiB), and per-message costs make 16 KiB messages about a fifth
 /// slower in Chromium (`just bench`).
 pub const MAX_FRAME: usize = 64 * 1024;
+/// Largest headerless message of a chunk stream: the most Chromium and
+/// Safari accept (a sender also keeps under the size its peer advertises).
+pub const MAX_MESSAGE: usize = 256 * 1024;
 /// Frame header length.
 pub const HEADER: usize = 13;
 /// Payload bytes per frame.
@@ -125,6 +136,10 @@ pub enum FrameError {
     OutOfOrder { expected: u32, got: u32 },
     #[error("frame overruns its object ({end} > {total} bytes)")]
     Overrun { end: u64, total: u32 },
+    #[error("a stream header must be {HEADER} bytes, start at offset 0 and announce some bytes")]
+    BadStream,
+    #[error("stream message of {0} bytes; they are between 1 and {MAX_MESSAGE} bytes")]
+    BadStreamMessage(usize),
 }
 
 /// A frame's header and payload length, read without the payload: for
@@ -221,6 +236,14 @@ impl<'a> Frame<'a> {
         h
     }
 
+    /// The header that starts the stream of chunk `index`, `total` bytes
+    /// (see the module docs).
+    pub fn stream_header(index: u32, total: usize) -> [u8; HEADER] {
+        let mut h = Self::header(FrameKind::Chunk, index, 0, total);
+        h[0] = STREAM;
+        h
+    }
+
     /// Splits a whole object into encoded frames.
     pub fn encode_all(
         kind: FrameKind,
@@ -230,6 +253,73 @@ impl<'a> Frame<'a> {
         // An empty object still needs one frame so the receiver learns it.
         let count = object.len().div_ceil(MAX_PAYLOAD).max(1);
         (0..count).map(move |i| Self::encode_at(kind, index, object, i * MAX_PAYLOAD).0)
+    }
+}
+
+/// Kind byte of a stream header.
+const STREAM: u8 = 3;
+
+/// Reads one channel's binary messages, framed or streamed, into frame
+/// heads (one reader per channel: a stream's messages are known only by
+/// their place after its header).
+#[derive(Debug, Default, Clone)]
+pub struct Reader {
+    /// The chunk whose stream is being received: index, next offset, total.
+    stream: Option<(u32, u32, u32)>,
+}
+
+/// A message's frame head, and where in the message its payload starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read {
+    /// The frame it is, or stands for.
+    pub head: FrameHead,
+    /// 0 for a stream's message, [`HEADER`] for a frame.
+    pub payload_at: usize,
+}
+
+impl Reader {
+    /// Reads a binary message of `len` bytes from its first bytes `first`
+    /// (its first [`HEADER`], or all of a shorter one). `None` for a stream
+    /// header, which carries no bytes. After an error the channel's
+    /// messages cannot be told apart any more: drop the channel.
+    pub fn read(&mut self, first: &[u8], len: usize) -> Result<Option<Read>, FrameError> {
+        if let Some((index, offset, total)) = self.stream {
+            if len == 0 || len > MAX_MESSAGE {
+                return Err(FrameError::BadStreamMessage(len));
+            }
+            let end = offset as u64 + len as u64;
+            if end > total as u64 {
+                return Err(FrameError::Overrun { end, total });
+            }
+            self.stream = (end < total as u64).then_some((index, end as u32, total));
+            let head = FrameHead {
+                kind: FrameKind::Chunk,
+                index,
+                offset,
+                total,
+                len: len as u32,
+            };
+            return Ok(Some(Read {
+                head,
+                payload_at: 0,
+            }));
+        }
+        if first.first() == Some(&STREAM) {
+            let mut framed = [0u8; HEADER];
+            framed.copy_from_slice(first.get(..HEADER).ok_or(FrameError::BadStream)?);
+            framed[0] = 2;
+            let head = FrameHead::decode(&framed, len)?;
+            if len != HEADER || head.offset != 0 || head.total == 0 {
+                return Err(FrameError::BadStream);
+            }
+            self.stream = Some((head.index, 0, head.total));
+            return Ok(None);
+        }
+        let head = FrameHead::decode(first, len)?;
+        Ok(Some(Read {
+            head,
+            payload_at: HEADER,
+        }))
     }
 }
 
@@ -404,6 +494,96 @@ mod tests {
         assert_eq!(
             FrameHead::decode(&frames[0][..HEADER], 5),
             Err(FrameError::BadLength(5))
+        );
+    }
+
+    #[test]
+    fn a_reader_reads_frames_and_streams_alike() {
+        let mut reader = Reader::default();
+        // A framed manifest, then a chunk streamed in two messages, then a
+        // framed chunk.
+        let manifest = Frame::encode_at(FrameKind::Manifest, 0, &[7; 40], 0).0;
+        let read = reader.read(&manifest[..HEADER], manifest.len()).unwrap();
+        let read = read.expect("a frame");
+        assert_eq!(read.payload_at, HEADER);
+        assert_eq!((read.head.kind, read.head.len), (FrameKind::Manifest, 40));
+
+        let total = MAX_MESSAGE + 1000;
+        let header = Frame::stream_header(5, total);
+        assert_eq!(reader.read(&header, HEADER), Ok(None));
+        let payload = [9u8; HEADER];
+        let first = reader.read(&payload, MAX_MESSAGE).unwrap().unwrap();
+        assert_eq!(first.payload_at, 0);
+        assert_eq!(
+            first.head,
+            FrameHead {
+                kind: FrameKind::Chunk,
+                index: 5,
+                offset: 0,
+                total: total as u32,
+                len: MAX_MESSAGE as u32,
+            }
+        );
+        let second = reader.read(&payload, 1000).unwrap().unwrap();
+        assert_eq!(
+            (second.head.offset, second.head.len),
+            (MAX_MESSAGE as u32, 1000)
+        );
+        let mut cursor = Cursor::new(total as u32);
+        assert_eq!(cursor.advance(&first.head), Ok(false));
+        assert_eq!(cursor.advance(&second.head), Ok(true));
+
+        // The stream is over: the next message is read as a frame again.
+        let chunk = Frame::encode_at(FrameKind::Chunk, 6, &[1; 10], 0).0;
+        let read = reader.read(&chunk[..HEADER], chunk.len()).unwrap().unwrap();
+        assert_eq!((read.head.index, read.payload_at), (6, HEADER));
+    }
+
+    #[test]
+    fn a_reader_refuses_bad_streams() {
+        let mut header = Frame::stream_header(1, 100);
+        // A stream message longer than what is left of the chunk.
+        let mut reader = Reader::default();
+        reader.read(&header, HEADER).unwrap();
+        assert_eq!(
+            reader.read(&[0; HEADER], 101),
+            Err(FrameError::Overrun {
+                end: 101,
+                total: 100
+            })
+        );
+        // Too long, or empty.
+        let mut reader = Reader::default();
+        reader.read(&header, HEADER).unwrap();
+        assert_eq!(
+            reader.clone().read(&[], 0),
+            Err(FrameError::BadStreamMessage(0))
+        );
+        let big = Frame::stream_header(1, 2 * MAX_MESSAGE);
+        let mut reader = Reader::default();
+        reader.read(&big, HEADER).unwrap();
+        assert_eq!(
+            reader.read(&[0; HEADER], MAX_MESSAGE + 1),
+            Err(FrameError::BadStreamMessage(MAX_MESSAGE + 1))
+        );
+        // A header with bytes after it, not at offset 0, or empty.
+        assert_eq!(
+            Reader::default().read(&header, HEADER + 1),
+            Err(FrameError::BadStream)
+        );
+        header[5..9].copy_from_slice(&4u32.to_be_bytes());
+        assert_eq!(
+            Reader::default().read(&header, HEADER),
+            Err(FrameError::BadStream)
+        );
+        let empty = Frame::stream_header(1, 0);
+        assert_eq!(
+            Reader::default().read(&empty, HEADER),
+            Err(FrameError::BadStream)
+        );
+        assert_eq!(
+            Reader::default().read(&empty[..4], 4),
+            Err(FrameError::BadStream)
         );
     }
 
