@@ -360,6 +360,10 @@ struct Swarm {
     single: Duration,
     wall: Duration,
     seeder_sent: u64,
+    /// CPU ms of all Chromium processes during the single download and
+    /// during the swarm's.
+    single_cpu: f64,
+    swarm_cpu: f64,
 }
 
 impl Swarm {
@@ -374,6 +378,20 @@ impl Swarm {
         println!(
             "swarm wall / single: {ratio:.2} (target <= {TARGET_SWARM_WALL}: {})",
             verdict(ratio <= TARGET_SWARM_WALL)
+        );
+        // Moving four times the bytes takes at least this long where the
+        // CPU is what runs out.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "  CPU: single {:.1} s in {:.1} s wall, swarm {:.1} s in {:.1} s wall on {cores} cores \
+             ({:.0}% of the machine); at the swarm's CPU cost no schedule beats {:.1} s, {:.2}x single",
+            self.single_cpu / 1e3,
+            self.single.as_secs_f64(),
+            self.swarm_cpu / 1e3,
+            self.wall.as_secs_f64(),
+            100.0 * self.swarm_cpu / 1e3 / cores / self.wall.as_secs_f64(),
+            self.swarm_cpu / 1e3 / cores,
+            self.swarm_cpu / 1e3 / cores / self.single.as_secs_f64(),
         );
         let upload = self.seeder_sent as f64 / SWARM_BYTES as f64;
         println!(
@@ -397,8 +415,10 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
     let link = app.url(&format!("/{address}"));
     let d = timed_visitor(driver, "single").await?;
     let start = Instant::now();
+    let cpu = CpuMeter::start();
     let done = download(&d, &link, &seeder).await;
     let single = done.at - start;
+    let single_cpu = cpu.ms();
     let got = d.peer_stats().await.bytes_from_peers;
     let sent = seeder.peer_stats().await.bytes_to_peers;
     println!(
@@ -427,6 +447,7 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
         ds.push(timed_visitor(driver, &format!("downloader-{i}")).await?);
     }
     let start = Instant::now();
+    let cpu = CpuMeter::start();
     let done = tokio::join!(
         download(&ds[0], &link, &seeder),
         download(&ds[1], &link, &seeder),
@@ -435,6 +456,7 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
     );
     let done = [done.0, done.1, done.2, done.3];
     let wall = done.iter().map(|d| d.at - start).max().expect("four");
+    let swarm_cpu = cpu.ms();
     // Read right away: once all hold the file, nothing more should move.
     let seeder_sent = seeder.peer_stats().await.bytes_to_peers;
     println!("swarm: {:.0} ms wall", wall.as_secs_f64() * 1e3);
@@ -461,6 +483,8 @@ async fn swarm(driver: &ChromeDriver, app: &Broker) -> anyhow::Result<Swarm> {
         single,
         wall,
         seeder_sent,
+        single_cpu,
+        swarm_cpu,
     })
 }
 
