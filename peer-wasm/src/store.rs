@@ -28,7 +28,8 @@ use crate::error::Result;
 
 /// Downloads bigger than this keep their batches on disk where they can:
 /// Chromium's memory for `Blob`s is a few hundred MiB for the whole
-/// browser, and writing to disk costs more than keeping a `Blob`.
+/// browser. Smaller ones stay in memory, which needs no worker and no
+/// storage quota.
 pub const DISK_ABOVE: u64 = 32 << 20;
 
 /// Verified chunks gathered in memory before they become one `Blob`.

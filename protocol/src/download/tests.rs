@@ -673,6 +673,23 @@ fn unsolicited_frames_ban_the_sender() {
 }
 
 #[test]
+fn an_unreadable_message_bans_its_sender() {
+    let fx = Fixture::new(10, 1024);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, peer(1), 0);
+    // A stream message longer than its chunk, as the channel's reader
+    // finds it.
+    let mut reader = crate::transfer::Reader::default();
+    reader
+        .read(&Frame::stream_header(0, 10), HEADER)
+        .expect("a stream header");
+    let why = reader.read(&[0; HEADER], 11).expect_err("too long");
+    let out = dl.handle(Input::BadFrame(peer(1), why), 0);
+    assert!(dl.is_banned(&peer(1)));
+    assert!(dropped_for(&out, peer(1), "overruns"));
+}
+
+#[test]
 fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
     let fx = Fixture::new(40_000, 256 * 1024);
     let mut swarm = Swarm::new(&fx);
