@@ -125,6 +125,8 @@ enum Job {
         held: Rc<Held>,
         data: Loading,
         offset: usize,
+        /// Whether its stream header is sent (chunks sent as a stream).
+        announced: bool,
     },
 }
 
@@ -1112,6 +1114,7 @@ impl Inner {
             held: held.clone(),
             data: Loading::Idle,
             offset: 0,
+            announced: false,
         };
         let jobs = match request {
             Request::Manifest { prefetch, .. } => {
@@ -1208,6 +1211,7 @@ impl Inner {
                     index,
                     data: Loading::Ready(bytes),
                     offset,
+                    announced,
                     ..
                 } => {
                     let total = bytes.length() as usize;
@@ -1215,12 +1219,16 @@ impl Inner {
                     // of the bytes read (see `protocol::transfer`).
                     let streamed = *kind == FrameKind::Chunk && total > MAX_PAYLOAD;
                     let (message, end) = if streamed {
-                        if *offset == 0
-                            && dc
+                        // Once only: after the header, the other side
+                        // reads every message as this chunk's bytes.
+                        if !*announced {
+                            if dc
                                 .send_with_u8_array(&Frame::stream_header(*index, total))
                                 .is_err()
-                        {
-                            break;
+                            {
+                                break;
+                            }
+                            *announced = true;
                         }
                         let max = *serving
                             .max_message
