@@ -1029,20 +1029,20 @@ impl Inner {
             match read {
                 // A stream header: its bytes follow.
                 Ok(None) => {}
-                Ok(Some(Read { head, payload_at })) if head.kind == FrameKind::Chunk => {
+                Ok(Some(Read { head, payload_at })) => {
                     self.stats.from_peers += head.len as u64;
-                    let payload = Uint8Array::new_with_byte_offset_and_length(
-                        buf,
-                        payload_at as u32,
-                        head.len,
-                    );
-                    self.on_chunk_frame(content, key.peer, head, &payload);
-                }
-                // The manifest (small).
-                Ok(Some(Read { head, .. })) => {
-                    self.stats.from_peers += head.len as u64;
-                    let bytes = Uint8Array::new(buf).to_vec();
-                    self.drive(content, Input::Frame(key.peer, &bytes));
+                    if head.kind == FrameKind::Chunk {
+                        let payload = Uint8Array::new_with_byte_offset_and_length(
+                            buf,
+                            payload_at as u32,
+                            head.len,
+                        );
+                        self.on_chunk_frame(content, key.peer, head, &payload);
+                    } else {
+                        // The manifest (small).
+                        let bytes = Uint8Array::new(buf).to_vec();
+                        self.drive(content, Input::Frame(key.peer, &bytes));
+                    }
                 }
                 Err(why) => self.drive(content, Input::BadFrame(key.peer, why)),
             }

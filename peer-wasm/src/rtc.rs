@@ -291,7 +291,8 @@ impl Link {
 
     /// The largest message to send on this link: `cap`, or less if the
     /// other side advertises less (its SDP's max-message-size, which the
-    /// browser exposes once connected; 64 KiB when it does not say).
+    /// browser exposes once connected; a frame's size, which every browser
+    /// accepts, when it does not say).
     pub fn max_message(&self, cap: usize) -> usize {
         let advertised = js_sys::Reflect::get(&self.pc, &"sctp".into())
             .ok()
@@ -301,7 +302,9 @@ impl Link {
             .filter(|size| *size >= 1.0);
         // 0 would mean "no limit" in the SDP, which the browser reports as
         // infinity.
-        advertised.map_or(64 * 1024, |size| size.min(cap as f64) as usize)
+        advertised.map_or(protocol::transfer::MAX_FRAME, |size| {
+            size.min(cap as f64) as usize
+        })
     }
 
     /// Whether the data channel is open.

@@ -82,6 +82,8 @@ struct Parts {
     gathered: usize,
     /// Where batches go once it is open, if not into memory.
     disk: Option<DiskSlot>,
+    /// The content's address (its directory on disk).
+    content: ContentId,
 }
 
 /// A batch of chunks, stored.
@@ -94,13 +96,6 @@ enum Batch {
     Writing(Promise),
     /// The disk worker died holding it.
     Lost,
-}
-
-/// A batch handed to the disk worker.
-struct Write {
-    disk: Rc<Disk>,
-    batch: u32,
-    buffers: Array,
 }
 
 #[derive(Clone)]
@@ -116,19 +111,20 @@ enum Place {
 }
 
 impl Parts {
-    fn new(count: u32, disk: Option<DiskSlot>) -> Self {
+    fn new(count: u32, disk: Option<DiskSlot>, content: ContentId) -> Self {
         Parts {
             place: vec![Place::Absent; count as usize],
             batches: Vec::new(),
             gathering: Vec::new(),
             gathered: 0,
             disk,
+            content,
         }
     }
 
-    /// Gathers verified chunk `index`; a full batch is stored, or returned
-    /// to be written to disk (its chunks are placed in it already).
-    fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<Option<Write>> {
+    /// Gathers verified chunk `index`; a full batch is stored, or handed to
+    /// the disk worker: then returns its number and the write's promise.
+    fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<Option<(u32, Promise)>> {
         self.gathered += bytes.length() as usize;
         self.place[index as usize] = Place::Memory(bytes);
         self.gathering.push(index);
@@ -152,13 +148,9 @@ impl Parts {
         self.placed(batch, &indices);
         // Batches made before the disk opened stay in memory.
         if let Some(disk) = self.disk.as_ref().and_then(|slot| slot.borrow().clone()) {
-            // Replaced by the write's promise right away.
-            self.batches.push(Batch::Lost);
-            return Ok(Some(Write {
-                disk,
-                batch,
-                buffers,
-            }));
+            let written = write_batch(disk, self.content, batch, buffers);
+            self.batches.push(Batch::Writing(written.clone()));
+            return Ok(Some((batch, written)));
         }
         self.batches
             .push(Batch::Stored(Blob::new_with_u8_array_sequence(&buffers)?));
@@ -212,6 +204,26 @@ impl Parts {
     }
 }
 
+/// Hands a batch (`buffers`, emptied here) to the disk worker in the
+/// background; its chunks are read back once it is written. Resolves to
+/// the file, or if the write failed, to a `Blob` of the chunks it gave back.
+fn write_batch(disk: Rc<Disk>, content: ContentId, batch: u32, buffers: Array) -> Promise {
+    wasm_bindgen_futures::future_to_promise(async move {
+        match disk.write_batch(&content, batch, &buffers).await {
+            Ok(file) => Ok(file.into()),
+            Err(failed) => {
+                let message = format!("cannot write to disk: {}", failed.error);
+                let Some(parts) = failed.parts else {
+                    web_sys::console::error_1(&format!("{message}; the batch is lost").into());
+                    return Err(message.into());
+                };
+                web_sys::console::warn_1(&format!("{message}; keeping it in memory").into());
+                Ok(Blob::new_with_u8_array_sequence(&parts)?.into())
+            }
+        }
+    })
+}
+
 /// A chunk to send: at hand, or being read from a `Blob`.
 pub enum ChunkRead {
     /// Already in JavaScript memory.
@@ -258,7 +270,8 @@ impl Held {
             Body::Memory(Vec::new())
         } else {
             let disk = (manifest.size > DISK_ABOVE).then(|| disk.clone());
-            Body::Parts(Parts::new(manifest.chunk_count(), disk))
+            let content = ContentId::of_manifest_bytes(&manifest_bytes);
+            Body::Parts(Parts::new(manifest.chunk_count(), disk, content))
         };
         Rc::new(Self::new(manifest_bytes, manifest, body, false))
     }
@@ -285,7 +298,7 @@ impl Held {
 
     /// Keeps verified chunk `index` (a buffer this store may keep).
     pub fn store(self: &Rc<Self>, index: u32, bytes: Uint8Array) -> Result<()> {
-        let write = match &mut *self.body.borrow_mut() {
+        let writing = match &mut *self.body.borrow_mut() {
             Body::Memory(data) => {
                 *data = bytes.to_vec();
                 None
@@ -293,39 +306,16 @@ impl Held {
             Body::Parts(parts) => parts.add(index, bytes)?,
             Body::File(_) => None,
         };
-        if let Some(write) = write {
-            self.write(write);
+        if let Some((batch, written)) = writing {
+            self.watch(batch, written);
         }
         self.have.borrow_mut().insert(index);
         Ok(())
     }
 
-    /// Writes a batch to disk in the background; its chunks are read
-    /// back once it is written (or, if that fails, from memory).
-    fn write(self: &Rc<Self>, write: Write) {
-        let content = self.address();
-        let Write {
-            disk,
-            batch,
-            buffers,
-        } = write;
-        let written = wasm_bindgen_futures::future_to_promise(async move {
-            match disk.write_batch(&content, batch, &buffers).await {
-                Ok(file) => Ok(file.into()),
-                Err(failed) => {
-                    let message = format!("cannot write to disk: {}", failed.error);
-                    let Some(parts) = failed.parts else {
-                        web_sys::console::error_1(&format!("{message}; the batch is lost").into());
-                        return Err(message.into());
-                    };
-                    web_sys::console::warn_1(&format!("{message}; keeping it in memory").into());
-                    Ok(Blob::new_with_u8_array_sequence(&parts)?.into())
-                }
-            }
-        });
-        if let Body::Parts(parts) = &mut *self.body.borrow_mut() {
-            parts.batches[batch as usize] = Batch::Writing(written.clone());
-        }
+    /// Keeps batch `batch` as what its write resolves to: the file, or
+    /// (if the write failed) the chunks in memory.
+    fn watch(self: &Rc<Self>, batch: u32, written: Promise) {
         let held = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
             let stored = JsFuture::from(written).await;
@@ -477,11 +467,13 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Body::Parts(Parts {
-            disk: Some(slot), ..
+            disk: Some(slot),
+            content,
+            ..
         }) = &*self.body.borrow()
         {
             if let Some(disk) = &*slot.borrow() {
-                disk.remove(&self.address());
+                disk.remove(content);
             }
         }
     }

@@ -171,15 +171,21 @@ impl FrameHead {
             2 => FrameKind::Chunk,
             k => return Err(FrameError::BadKind(k)),
         };
-        let word = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+        let [index, offset, total] = header_words(header);
         Ok(FrameHead {
             kind,
-            index: word(1),
-            offset: word(5),
-            total: word(9),
+            index,
+            offset,
+            total,
             len: (msg_len - HEADER) as u32,
         })
     }
+}
+
+/// A header's index, offset and total (after its kind byte).
+fn header_words(header: &[u8]) -> [u32; 3] {
+    let word = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    [word(1), word(5), word(9)]
 }
 
 impl<'a> Frame<'a> {
@@ -305,14 +311,14 @@ impl Reader {
             }));
         }
         if first.first() == Some(&STREAM) {
-            let mut framed = [0u8; HEADER];
-            framed.copy_from_slice(first.get(..HEADER).ok_or(FrameError::BadStream)?);
-            framed[0] = 2;
-            let head = FrameHead::decode(&framed, len)?;
-            if len != HEADER || head.offset != 0 || head.total == 0 {
+            if len != HEADER || first.len() < HEADER {
                 return Err(FrameError::BadStream);
             }
-            self.stream = Some((head.index, 0, head.total));
+            let [index, offset, total] = header_words(first);
+            if offset != 0 || total == 0 {
+                return Err(FrameError::BadStream);
+            }
+            self.stream = Some((index, 0, total));
             return Ok(None);
         }
         let head = FrameHead::decode(first, len)?;

@@ -382,16 +382,16 @@ impl Swarm {
         // Moving four times the bytes takes at least this long where the
         // CPU is what runs out.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let least = self.swarm_cpu / 1e3 / cores;
         println!(
             "  CPU: single {:.1} s in {:.1} s wall, swarm {:.1} s in {:.1} s wall on {cores} cores \
-             ({:.0}% of the machine); at the swarm's CPU cost no schedule beats {:.1} s, {:.2}x single",
+             ({:.0}% of the machine); at the swarm's CPU cost no schedule beats {least:.1} s, {:.2}x single",
             self.single_cpu / 1e3,
             self.single.as_secs_f64(),
             self.swarm_cpu / 1e3,
             self.wall.as_secs_f64(),
-            100.0 * self.swarm_cpu / 1e3 / cores / self.wall.as_secs_f64(),
-            self.swarm_cpu / 1e3 / cores,
-            self.swarm_cpu / 1e3 / cores / self.single.as_secs_f64(),
+            100.0 * least / self.wall.as_secs_f64(),
+            least / self.single.as_secs_f64(),
         );
         let upload = self.seeder_sent as f64 / SWARM_BYTES as f64;
         println!(
