@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use protocol::manifest::DEFAULT_CHUNK_SIZE;
 use protocol::ContentId;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -25,13 +26,19 @@ use web_sys::{Blob, File};
 use crate::error::PeerError;
 use crate::events::Event;
 use crate::peer::Inner;
-use crate::store::Held;
+use crate::store::{Held, Parts};
 
 /// A browser peer: holds content and serves it to other browsers, fetches
 /// content from them, and verifies everything it receives.
 #[wasm_bindgen]
 pub struct Peer {
     inner: Rc<RefCell<Inner>>,
+}
+
+/// The peer, unless it was closed.
+fn alive(weak: &std::rc::Weak<RefCell<Inner>>) -> Result<Rc<RefCell<Inner>>, PeerError> {
+    weak.upgrade()
+        .ok_or_else(|| PeerError::Refused("the peer was closed".into()))
 }
 
 fn parse_address(address: &str) -> Result<ContentId, JsValue> {
@@ -140,16 +147,33 @@ impl Peer {
                     }
                 }
             };
+            // A file of more than a chunk is served from a copy in the disk
+            // store, made as it is hashed (see `crate::store`).
+            let mut copy = None;
+            if file.size() > DEFAULT_CHUNK_SIZE as f64 {
+                let (opening, slot) = alive(&weak)?.borrow_mut().open_disk();
+                JsFuture::from(opening).await?;
+                if slot.borrow().is_some() {
+                    let count = (file.size() as u64).div_ceil(DEFAULT_CHUNK_SIZE as u64);
+                    copy = Some(Parts::copy_of(
+                        &file,
+                        count as u32,
+                        DEFAULT_CHUNK_SIZE,
+                        slot,
+                    ));
+                }
+            }
+            let keep = |index, bytes| {
+                copy.as_mut()
+                    .map_or(Ok(()), |c: &mut Parts| c.keep(index, bytes))
+            };
             let manifest =
-                crate::hashing::describe_file(&file, &media_type, name.as_deref(), progress)
+                crate::hashing::describe_file(&file, &media_type, name.as_deref(), progress, keep)
                     .await?;
             manifest
                 .check()
                 .map_err(|e| PeerError::Refused(format!("cannot share this file: {e}")))?;
-            let inner = weak
-                .upgrade()
-                .ok_or_else(|| PeerError::Refused("the peer was closed".into()))?;
-            let address = inner.borrow_mut().share_file(manifest, file);
+            let address = alive(&weak)?.borrow_mut().share_file(manifest, file, copy);
             Ok(address.to_string().into())
         })
     }

@@ -28,7 +28,6 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise, Reflect};
-use protocol::ContentId;
 use wasm_bindgen::{closure::Closure, JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
@@ -43,18 +42,25 @@ const ROOT: &str = "peerpage";
 /// Prefix of the Web Lock a tab holds for its directory.
 const LOCK_PREFIX: &str = "peerpage-store-";
 
-/// The worker that writes and removes this tab's files. Requests are
-/// `{op: "open", root, tab}`, `{op: "write", content, name, parts}` and
-/// `{op: "remove", content}`; each is answered, in order, with `{file}`
-/// (the written file, or null) or `{error, parts}` (a batch that could not
-/// be written comes back). A batch's buffers are transferred, not copied:
-/// copying 4 MiB to a worker cost the page's main thread 17 ms here.
+/// The worker that writes, reads and removes this tab's files. Requests
+/// are `{op: "open", root, tab}`, `{op: "write", content, name, parts}`,
+/// `{op: "read", content, name, from, to}` and `{op: "remove", content}`;
+/// each is answered, in order, with `{value}` (the written file, the bytes
+/// read as an `ArrayBuffer`, or null) or `{error, parts}` (a batch that
+/// could not be written comes back). Buffers are transferred both ways,
+/// never copied: copying 4 MiB to a worker cost the page's main thread
+/// 17 ms here. Written files stay open for reading, up to 64 of them: opening one costs a trip through the browser process (2 ms
+/// here), a read from an open one only the copy (0.5 ms per MiB, against
+/// 3 ms per MiB of CPU for reading the same file as a `Blob`).
 const WORKER: &str = r#"
+const OPEN_FILES = 64;
 let tab;
+// Open access handles by "content/name", least recently used first.
+const open = new Map();
 let queue = Promise.resolve();
 onmessage = (e) => {
   queue = queue.then(() => handle(e.data)).then(
-    (file) => postMessage({ file }),
+    (value) => postMessage({ value }, value instanceof ArrayBuffer ? [value] : []),
     (err) => {
       // A batch that cannot be written goes back to the page.
       const parts = e.data.op === "write" ? e.data.parts : [];
@@ -65,6 +71,24 @@ onmessage = (e) => {
     },
   );
 };
+async function access(content, name, create) {
+  const key = `${content}/${name}`;
+  let handle = open.get(key);
+  if (handle) {
+    open.delete(key);
+  } else {
+    const dir = await tab.getDirectoryHandle(content, { create });
+    const file = await dir.getFileHandle(name, { create });
+    handle = { file, sync: await file.createSyncAccessHandle() };
+    if (open.size >= OPEN_FILES) {
+      const [oldest, old] = open.entries().next().value;
+      open.delete(oldest);
+      old.sync.close();
+    }
+  }
+  open.set(key, handle);
+  return handle;
+}
 async function handle(m) {
   if (m.op === "open") {
     if (!self.FileSystemFileHandle || !FileSystemFileHandle.prototype.createSyncAccessHandle) {
@@ -76,25 +100,36 @@ async function handle(m) {
     return null;
   }
   if (m.op === "write") {
-    const dir = await tab.getDirectoryHandle(m.content, { create: true });
-    const handle = await dir.getFileHandle(m.name, { create: true });
-    const access = await handle.createSyncAccessHandle();
-    try {
-      access.truncate(0);
-      let at = 0;
-      for (const part of m.parts) {
-        const wrote = access.write(part, { at });
-        if (wrote !== part.byteLength) {
-          throw new Error(`wrote ${wrote} of ${part.byteLength} bytes: is the disk full?`);
-        }
-        at += wrote;
+    const { file, sync } = await access(m.content, m.name, true);
+    sync.truncate(0);
+    let at = 0;
+    for (const part of m.parts) {
+      const wrote = sync.write(part, { at });
+      if (wrote !== part.byteLength) {
+        throw new Error(`wrote ${wrote} of ${part.byteLength} bytes: is the disk full?`);
       }
-    } finally {
-      access.close();
+      at += wrote;
     }
-    return handle.getFile();
+    return file.getFile();
+  }
+  if (m.op === "read") {
+    const { sync } = await access(m.content, m.name, false);
+    const size = sync.getSize();
+    const to = Math.min(m.to, size);
+    const bytes = new Uint8Array(Math.max(0, to - m.from));
+    const read = sync.read(bytes, { at: m.from });
+    if (read !== bytes.length) {
+      throw new Error(`read ${read} of ${bytes.length} bytes`);
+    }
+    return bytes.buffer;
   }
   if (m.op === "remove") {
+    for (const [key, { sync }] of open) {
+      if (key.startsWith(`${m.content}/`)) {
+        sync.close();
+        open.delete(key);
+      }
+    }
     await tab.removeEntry(m.content, { recursive: true });
     return null;
   }
@@ -201,8 +236,8 @@ impl Disk {
                 let _ = if failed {
                     reject.call1(&JsValue::NULL, &data)
                 } else {
-                    let file = Reflect::get(&data, &"file".into()).unwrap_or(JsValue::NULL);
-                    resolve.call1(&JsValue::NULL, &file)
+                    let value = Reflect::get(&data, &"value".into()).unwrap_or(JsValue::NULL);
+                    resolve.call1(&JsValue::NULL, &value)
                 };
             })
         };
@@ -249,10 +284,10 @@ impl Disk {
 
     /// Writes `parts` (`Uint8Array`s, each the whole of its buffer, handed
     /// over to the worker: they are empty here afterwards) as batch `batch`
-    /// of `content`; returns the file to read it from.
+    /// of the content stored under `key`; returns the file it is in.
     pub async fn write_batch(
         &self,
-        content: &ContentId,
+        key: &str,
         batch: u32,
         parts: &Array,
     ) -> std::result::Result<File, WriteFailed> {
@@ -267,7 +302,7 @@ impl Disk {
         };
         let request = message(&[
             ("op", "write".into()),
-            ("content", content.to_string().into()),
+            ("content", key.into()),
             ("name", batch.to_string().into()),
             ("parts", parts.into()),
         ])
@@ -280,14 +315,24 @@ impl Disk {
         })
     }
 
-    /// Removes what `content` left on disk (in the background, after the
-    /// writes already asked for).
-    pub fn remove(&self, content: &ContentId) {
-        let removal = message(&[
-            ("op", "remove".into()),
-            ("content", content.to_string().into()),
-        ])
-        .and_then(|m| self.request(&m, &Array::new()));
+    /// Reads bytes `from..to` (or to its end) of batch `batch` of the
+    /// content stored under `key`: resolves to an `ArrayBuffer`.
+    pub fn read(&self, key: &str, batch: u32, from: u64, to: u64) -> Result<Promise> {
+        let request = message(&[
+            ("op", "read".into()),
+            ("content", key.into()),
+            ("name", batch.to_string().into()),
+            ("from", (from as f64).into()),
+            ("to", (to as f64).into()),
+        ])?;
+        self.request(&request, &Array::new())
+    }
+
+    /// Removes what the content stored under `key` left on disk (in the
+    /// background, after the requests already made).
+    pub fn remove(&self, key: &str) {
+        let removal = message(&[("op", "remove".into()), ("content", key.into())])
+            .and_then(|m| self.request(&m, &Array::new()));
         if let Ok(removal) = removal {
             wasm_bindgen_futures::spawn_local(async move {
                 let _ = JsFuture::from(removal).await;

@@ -68,12 +68,14 @@ fn subtle() -> Option<SubtleCrypto> {
 }
 
 /// Builds the manifest of `file`; `progress(done, total)` is called as
-/// bytes are hashed.
+/// bytes are hashed, and `keep(index, bytes)` with each chunk, in order,
+/// once its hash is under way (WebCrypto has copied it by then).
 pub async fn describe_file(
     file: &Blob,
     media_type: &str,
     name: Option<&str>,
     progress: impl Fn(u64, u64),
+    mut keep: impl FnMut(u32, Uint8Array) -> Result<()>,
 ) -> Result<Manifest> {
     let size = file.size() as u64;
     if size > MAX_SIZE {
@@ -96,13 +98,15 @@ pub async fn describe_file(
                 .await
                 .map_err(read_error)?
                 .unchecked_into();
+            let bytes = Uint8Array::new(&buffer);
             match &subtle {
                 Some(s) => {
-                    let digest = s.digest_with_str_and_buffer_source("SHA-256", &buffer)?;
+                    let digest = s.digest_with_str_and_buffer_source("SHA-256", &bytes)?;
                     digests.push(&digest);
                 }
-                None => chunks.push(hash_here(&Uint8Array::new(&buffer))),
+                None => chunks.push(hash_here(&bytes)),
             }
+            keep(i as u32, bytes)?;
         }
         if subtle.is_some() {
             let all = JsFuture::from(Promise::all(&digests)).await?;

@@ -9,7 +9,7 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use gloo_timers::callback::{Interval, Timeout};
-use js_sys::{ArrayBuffer, Function, Uint8Array};
+use js_sys::{ArrayBuffer, Function, Promise, Uint8Array};
 use protocol::download::{Action, Download, Input, Status};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{
@@ -17,7 +17,7 @@ use protocol::transfer::{
     MAX_PREFETCH, MAX_REQUEST_CHUNKS,
 };
 use protocol::{ClientMsg, ContentId, IceServer, Manifest, PeerId, ServerMsg};
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::WebSocket;
 
 use crate::arrivals::Arrivals;
@@ -27,7 +27,7 @@ use crate::error::{log_error, PeerError};
 use crate::events::{dispatch, Event};
 use crate::hashing::{chunk_hash, digest_hash, hash_here, Hashing};
 use crate::rtc::{Link, LinkEvent, HIGH_WATER};
-use crate::store::{ChunkRead, Held, DISK_ABOVE};
+use crate::store::{ChunkRead, Held, Parts, DISK_ABOVE};
 
 /// Clock for timeouts: every download is ticked this often.
 const TICK_MS: u32 = 500;
@@ -176,10 +176,10 @@ pub struct Inner {
     closed: bool,
     want_in_url: Option<ContentId>,
     warmed_up: bool,
-    /// Where big downloads go, once opened (see `crate::disk`), and
-    /// whether it was asked to open.
+    /// Where big downloads and shared files go, once opened (see
+    /// `crate::disk`), and the opening (asked for once).
     disk: DiskSlot,
-    disk_asked: bool,
+    disk_opening: Option<Promise>,
     tick: Option<Interval>,
     reconnect: Option<Timeout>,
     /// Our ready offer, while no wanter has taken it.
@@ -290,7 +290,7 @@ impl Inner {
                 want_in_url: None,
                 warmed_up: false,
                 disk: DiskSlot::default(),
-                disk_asked: false,
+                disk_opening: None,
                 tick: None,
                 reconnect: None,
                 ready: None,
@@ -351,10 +351,31 @@ impl Inner {
         address
     }
 
-    /// Holds a file described by `manifest` (see `crate::hashing`) and
-    /// announces it; returns its address.
-    pub fn share_file(&mut self, manifest: Manifest, file: web_sys::Blob) -> ContentId {
-        let held = Held::from_file(manifest, file);
+    /// Opens the disk store unless that was asked before; resolves once it
+    /// is open in `disk`, or known to be unavailable.
+    pub fn open_disk(&mut self) -> (Promise, DiskSlot) {
+        let slot = self.disk.clone();
+        let opening = self.disk_opening.get_or_insert_with(|| {
+            let slot = slot.clone();
+            wasm_bindgen_futures::future_to_promise(async move {
+                let disk = Disk::open().await.map(Rc::new);
+                *slot.borrow_mut() = disk;
+                Ok(JsValue::UNDEFINED)
+            })
+        });
+        (opening.clone(), slot)
+    }
+
+    /// Holds a file described by `manifest` (see `crate::hashing`), served
+    /// from its copy in `copy` if it has one, and announces it; returns its
+    /// address.
+    pub fn share_file(
+        &mut self,
+        manifest: Manifest,
+        file: web_sys::Blob,
+        copy: Option<Parts>,
+    ) -> ContentId {
+        let held = Held::from_file(manifest, file, copy);
         let address = held.address();
         self.hold(address, held);
         address
@@ -1523,12 +1544,9 @@ impl Inner {
                     manifest_bytes,
                 } => {
                     // From now on we serve what we have of it, and say so.
-                    if manifest.size > DISK_ABOVE && !std::mem::replace(&mut self.disk_asked, true)
-                    {
-                        let slot = self.disk.clone();
-                        wasm_bindgen_futures::spawn_local(async move {
-                            *slot.borrow_mut() = Disk::open().await.map(Rc::new);
-                        });
+                    if manifest.size > DISK_ABOVE {
+                        // Batches made before it opens stay in memory.
+                        let _ = self.open_disk();
                     }
                     let held = Held::receiving(manifest, manifest_bytes, &self.disk);
                     self.held.insert(content, held);

@@ -1,43 +1,49 @@
 //! Content this peer holds, whole or in part, and where its bytes live.
 //!
-//! Only small content stays in wasm memory. A shared file stays the page's
-//! `File` (read a chunk at a time when served). A download of more than
-//! one chunk gathers verified chunks (JavaScript buffers, never in the wasm
-//! heap) into batches of [`BATCH_BYTES`], each stored as one `Blob`: the
-//! browser holds those outside the page's heap, the whole content is one
-//! `Blob` of slices of them without copying, and a chunk is read back only
-//! to serve it. Making a `Blob` costs the main thread per call as much as
-//! per byte (a 256 KiB `Blob` about 0.8 ms, a 4 MiB one 5 ms, measured in
-//! Chromium here), so one per batch rather than one per chunk; chunks of
-//! the batch being gathered are served straight from memory. Content
-//! bigger than [`DISK_ABOVE`] has its batches written to disk instead
-//! (see `crate::disk`), where the browser offers it.
+//! Only small content stays in wasm memory. Content of more than one
+//! chunk is kept as verified chunks (JavaScript buffers, never in the wasm
+//! heap):
+//! - content up to [`DISK_ABOVE`] keeps them as they arrived, so serving a
+//!   chunk costs nothing but the send;
+//! - bigger content gathers them into batches of [`BATCH_BYTES`] written to
+//!   disk by the disk worker (see `crate::disk`) and read back through it;
+//!   where the browser has no such store, each batch becomes one `Blob`
+//!   (the browser holds those outside the page's heap);
+//! - a shared file of more than one chunk is copied into the disk store as
+//!   it is hashed: reading a page's `File` costs the browser process about
+//!   5 ms of CPU per MiB served (a `Blob` slice and a trip through the
+//!   browser for every read), reading the copy 0.5 ms. Without the store
+//!   the file is read where it is.
+//!
+//! Making a `Blob` costs the main thread per call as much as per byte (a
+//! 256 KiB `Blob` about 0.8 ms, a 4 MiB one 5 ms, measured in Chromium
+//! here), so one per batch rather than one per chunk.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use js_sys::{Array, Promise, Uint8Array};
 use protocol::availability::{Availability, Have};
 use protocol::{ContentId, Manifest};
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Blob, BlobPropertyBag};
+use web_sys::{Blob, BlobPropertyBag, File};
 
 use crate::disk::{Disk, DiskSlot};
-use crate::error::Result;
+use crate::error::{PeerError, Result};
 
-/// Downloads bigger than this keep their batches on disk where they can:
+/// Downloads bigger than this keep their chunks on disk where they can:
 /// Chromium's memory for `Blob`s is a few hundred MiB for the whole
-/// browser. Smaller ones stay in memory, which needs no worker and no
-/// storage quota.
+/// browser, and the page's own heap is no place for a GiB either. Smaller
+/// ones stay in memory, which needs no worker and no storage quota.
 pub const DISK_ABOVE: u64 = 32 << 20;
 
-/// Verified chunks gathered in memory before they become one `Blob`.
+/// Verified chunks gathered in memory before they go to disk as one batch.
 pub const BATCH_BYTES: usize = 4 << 20;
 /// Chunks are read from a file or batch this many bytes at a time (at
-/// least a chunk): each read costs the main thread a `Blob` slice and a
-/// trip through the browser process, so fewer bigger reads are cheaper,
-/// and peers ask for neighbouring chunks one after another.
+/// least a chunk): fewer, bigger reads are cheaper, and peers ask for
+/// neighbouring chunks one after another.
 const SPAN_BYTES: u32 = 1 << 20;
 /// Spans kept after reading, for the neighbours that follow (one per peer
 /// being served, roughly).
@@ -60,48 +66,77 @@ pub struct Held {
     body: RefCell<Body>,
     have: RefCell<Availability>,
     /// Recent span reads (see [`SPAN_BYTES`]), newest last.
-    spans: RefCell<std::collections::VecDeque<(Span, Promise)>>,
+    spans: RefCell<VecDeque<(Span, Promise)>>,
 }
 
 enum Body {
     /// Small content, or text shared as bytes, in wasm memory (filled as
     /// chunks arrive).
     Memory(Vec<u8>),
-    /// A file the page shared.
+    /// A file the page shared, read where it is (no disk store here).
     File(Blob),
-    /// Verified chunks of a download.
+    /// Verified chunks: of a download, or of a shared file's copy.
     Parts(Parts),
 }
 
-/// Where a download's chunks are.
-struct Parts {
+/// Where the chunks of content are.
+pub struct Parts {
     place: Vec<Place>,
     batches: Vec<Batch>,
     /// Chunks gathered for the next batch, and their bytes.
     gathering: Vec<u32>,
     gathered: usize,
-    /// Where batches go once it is open, if not into memory.
-    disk: Option<DiskSlot>,
-    /// The content's address (its directory on disk).
-    content: ContentId,
+    chunk_size: u64,
+    /// Where full batches go; none for content small enough to stay in
+    /// memory as it arrived.
+    batching: Option<Batching>,
+}
+
+/// Where a big content's batches go.
+struct Batching {
+    /// The disk store, once open: batches made before then (or without
+    /// one) become `Blob`s.
+    disk: DiskSlot,
+    /// The content's directory in the store, unique in this tab.
+    key: String,
+    /// The shared file the chunks were read from: a batch the disk refuses
+    /// is read from the file instead.
+    source: Option<Blob>,
 }
 
 /// A batch of chunks, stored.
 #[derive(Clone)]
 enum Batch {
-    /// In memory, or written to disk.
-    Stored(Blob),
-    /// Being written to disk: resolves to the file (or, if the write
-    /// failed, to an in-memory `Blob` of the chunks).
+    /// In memory, or a slice of the shared file: read as a `Blob`.
+    Blob(Blob),
+    /// On disk: read through the disk worker (the file makes the whole
+    /// content's `Blob`).
+    Disk(File),
+    /// Being written to disk: resolves to the file or, if the write failed,
+    /// to a `Blob` of the same bytes.
     Writing(Promise),
     /// The disk worker died holding it.
     Lost,
 }
 
+impl Batch {
+    /// A batch whose write has ended: its file, or the `Blob` that stands
+    /// in for it.
+    fn settled(stored: std::result::Result<JsValue, JsValue>) -> Batch {
+        match stored {
+            Ok(value) => match value.dyn_into::<File>() {
+                Ok(file) => Batch::Disk(file),
+                Err(value) => Batch::Blob(value.unchecked_into()),
+            },
+            Err(_) => Batch::Lost,
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Place {
     Absent,
-    /// Gathered for the next batch.
+    /// As it arrived (or gathered for the next batch).
     Memory(Uint8Array),
     /// In `batches[batch]` from byte `at`.
     Batch {
@@ -110,23 +145,56 @@ enum Place {
     },
 }
 
+/// A directory name in the disk store no other content of this tab has.
+fn fresh_key() -> String {
+    thread_local!(static NEXT: Cell<u32> = const { Cell::new(0) });
+    NEXT.with(|next| {
+        let n = next.get();
+        next.set(n + 1);
+        format!("c{n}")
+    })
+}
+
 impl Parts {
-    fn new(count: u32, disk: Option<DiskSlot>, content: ContentId) -> Self {
+    fn new(count: u32, chunk_size: u32, batching: Option<Batching>) -> Self {
         Parts {
             place: vec![Place::Absent; count as usize],
             batches: Vec::new(),
             gathering: Vec::new(),
             gathered: 0,
-            disk,
-            content,
+            chunk_size: chunk_size as u64,
+            batching,
         }
     }
 
-    /// Gathers verified chunk `index`; a full batch is stored, or handed to
+    /// The chunks of `file` (`count` of `chunk_size` bytes), to be copied to
+    /// the open disk store in `disk` as they are read, in order (see
+    /// [`Parts::keep`]).
+    pub fn copy_of(file: &Blob, count: u32, chunk_size: u32, disk: DiskSlot) -> Self {
+        let batching = Batching {
+            disk,
+            key: fresh_key(),
+            source: Some(file.clone()),
+        };
+        Self::new(count, chunk_size, Some(batching))
+    }
+
+    /// Keeps chunk `index` of a shared file, read and hashed (its buffer
+    /// may leave for the disk).
+    pub fn keep(&mut self, index: u32, bytes: Uint8Array) -> Result<()> {
+        // Its write is watched once the content is held.
+        self.add(index, bytes).map(drop)
+    }
+
+    /// Keeps verified chunk `index`; a full batch is stored, or handed to
     /// the disk worker: then returns its number and the write's promise.
     fn add(&mut self, index: u32, bytes: Uint8Array) -> Result<Option<(u32, Promise)>> {
-        self.gathered += bytes.length() as usize;
+        let len = bytes.length() as usize;
         self.place[index as usize] = Place::Memory(bytes);
+        let Some(batching) = &self.batching else {
+            return Ok(None);
+        };
+        self.gathered += len;
         self.gathering.push(index);
         if self.gathered < BATCH_BYTES {
             return Ok(None);
@@ -135,7 +203,7 @@ impl Parts {
         // in the batch.
         let mut indices = std::mem::take(&mut self.gathering);
         indices.sort_unstable();
-        self.gathered = 0;
+        let batch_bytes = std::mem::take(&mut self.gathered) as f64;
         let buffers: Array = indices
             .iter()
             .filter_map(|&i| match &self.place[i as usize] {
@@ -144,16 +212,28 @@ impl Parts {
             })
             .collect();
         let batch = self.batches.len() as u32;
+        // A shared file's chunks come in order: the batch is one slice of it.
+        let fallback = match &batching.source {
+            Some(file) => {
+                let from = indices[0] as u64 * self.chunk_size;
+                Some(file.slice_with_f64_and_f64(from as f64, from as f64 + batch_bytes)?)
+            }
+            None => None,
+        };
+        let disk = batching.disk.borrow().clone();
+        let key = batching.key.clone();
         // Placed before the buffers are handed over (and empty here).
         self.placed(batch, &indices);
         // Batches made before the disk opened stay in memory.
-        if let Some(disk) = self.disk.as_ref().and_then(|slot| slot.borrow().clone()) {
-            let written = write_batch(disk, self.content, batch, buffers);
+        if let Some(disk) = disk {
+            let written = write_batch(disk, key, batch, buffers, fallback);
             self.batches.push(Batch::Writing(written.clone()));
             return Ok(Some((batch, written)));
         }
-        self.batches
-            .push(Batch::Stored(Blob::new_with_u8_array_sequence(&buffers)?));
+        self.batches.push(Batch::Blob(match fallback {
+            Some(slice) => slice,
+            None => Blob::new_with_u8_array_sequence(&buffers)?,
+        }));
         Ok(None)
     }
 
@@ -169,9 +249,19 @@ impl Parts {
         }
     }
 
+    /// Reads bytes `from..to` of batch `batch`: resolves to an
+    /// `ArrayBuffer`.
+    fn read_batch(&self, batch: u32, from: u64, to: u64) -> Result<Promise> {
+        let disk = self.batching.as_ref().and_then(|b| {
+            let disk = b.disk.borrow().clone()?;
+            Some((disk, b.key.clone()))
+        });
+        read_span(self.batches[batch as usize].clone(), disk, batch, from, to)
+    }
+
     /// The whole content as parts in order: neighbouring chunks of one
     /// batch as one slice of it (`batches` being the stored batches),
-    /// chunks not yet in a batch as their bytes.
+    /// chunks not in a batch as their bytes.
     fn slices(&self, batches: &[Blob], chunk_len: impl Fn(u32) -> u64) -> Result<Array> {
         let out = Array::new();
         // The run of (batch, start, end) being merged.
@@ -206,13 +296,26 @@ impl Parts {
 
 /// Hands a batch (`buffers`, emptied here) to the disk worker in the
 /// background; its chunks are read back once it is written. Resolves to
-/// the file, or if the write failed, to a `Blob` of the chunks it gave back.
-fn write_batch(disk: Rc<Disk>, content: ContentId, batch: u32, buffers: Array) -> Promise {
+/// the file or, if the write failed, to `fallback` (the same bytes in the
+/// shared file) or a `Blob` of the chunks the worker gave back.
+fn write_batch(
+    disk: Rc<Disk>,
+    key: String,
+    batch: u32,
+    buffers: Array,
+    fallback: Option<Blob>,
+) -> Promise {
     wasm_bindgen_futures::future_to_promise(async move {
-        match disk.write_batch(&content, batch, &buffers).await {
+        match disk.write_batch(&key, batch, &buffers).await {
             Ok(file) => Ok(file.into()),
             Err(failed) => {
                 let message = format!("cannot write to disk: {}", failed.error);
+                if let Some(slice) = fallback {
+                    web_sys::console::warn_1(
+                        &format!("{message}; reading the file instead").into(),
+                    );
+                    return Ok(slice.into());
+                }
                 let Some(parts) = failed.parts else {
                     web_sys::console::error_1(&format!("{message}; the batch is lost").into());
                     return Err(message.into());
@@ -222,6 +325,45 @@ fn write_batch(disk: Rc<Disk>, content: ContentId, batch: u32, buffers: Array) -
             }
         }
     })
+}
+
+/// Reads bytes `from..to` (or to its end) of `batch` (number `number`
+/// of its content, stored under `disk`'s key): through the disk worker if
+/// it is on disk and the worker works, else as a `Blob`. Resolves to an
+/// `ArrayBuffer`.
+fn read_span(
+    batch: Batch,
+    disk: Option<(Rc<Disk>, String)>,
+    number: u32,
+    from: u64,
+    to: u64,
+) -> Result<Promise> {
+    let blob = match batch {
+        Batch::Blob(blob) => blob,
+        Batch::Disk(file) => match &disk {
+            Some((disk, key)) => match disk.read(key, number, from, to) {
+                Ok(read) => return Ok(read),
+                // The worker stopped: the file is still there.
+                Err(_) => file.into(),
+            },
+            None => file.into(),
+        },
+        Batch::Writing(written) => {
+            return Ok(wasm_bindgen_futures::future_to_promise(async move {
+                let batch = Batch::settled(JsFuture::from(written).await);
+                JsFuture::from(read_span(batch, disk, number, from, to)?).await
+            }))
+        }
+        Batch::Lost => {
+            return Err(PeerError::Refused(
+                "it was lost: the disk store stopped while writing it".into(),
+            ))
+        }
+    };
+    // (Slicing past the end stops at the end.)
+    Ok(blob
+        .slice_with_f64_and_f64(from as f64, to as f64)?
+        .array_buffer())
 }
 
 /// A chunk to send: at hand, or being read from a `Blob`.
@@ -253,14 +395,24 @@ impl Held {
     }
 
     /// A file this page shared, described by `manifest` (see
-    /// `crate::hashing`): complete, read from the file when served.
-    pub fn from_file(manifest: Manifest, file: Blob) -> Rc<Held> {
-        Rc::new(Self::new(
-            manifest.to_bytes(),
-            manifest,
-            Body::File(file),
-            true,
-        ))
+    /// `crate::hashing`): complete, served from its copy in `copy` (all of
+    /// its chunks kept), or else from the file.
+    pub fn from_file(manifest: Manifest, file: Blob, copy: Option<Parts>) -> Rc<Held> {
+        let body = copy.map_or(Body::File(file), Body::Parts);
+        let held = Rc::new(Self::new(manifest.to_bytes(), manifest, body, true));
+        let writing: Vec<(u32, Promise)> = match &*held.body.borrow() {
+            Body::Parts(parts) => (parts.batches.iter().enumerate())
+                .filter_map(|(i, batch)| match batch {
+                    Batch::Writing(written) => Some((i as u32, written.clone())),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (batch, written) in writing {
+            held.watch(batch, written);
+        }
+        held
     }
 
     /// Content being downloaded, once its manifest is verified: nothing
@@ -269,9 +421,16 @@ impl Held {
         let body = if manifest.chunk_count() <= 1 {
             Body::Memory(Vec::new())
         } else {
-            let disk = (manifest.size > DISK_ABOVE).then(|| disk.clone());
-            let content = ContentId::of_manifest_bytes(&manifest_bytes);
-            Body::Parts(Parts::new(manifest.chunk_count(), disk, content))
+            let batching = (manifest.size > DISK_ABOVE).then(|| Batching {
+                disk: disk.clone(),
+                key: fresh_key(),
+                source: None,
+            });
+            Body::Parts(Parts::new(
+                manifest.chunk_count(),
+                manifest.chunk_size,
+                batching,
+            ))
         };
         Rc::new(Self::new(manifest_bytes, manifest, body, false))
     }
@@ -314,7 +473,7 @@ impl Held {
     }
 
     /// Keeps batch `batch` as what its write resolves to: the file, or
-    /// (if the write failed) the chunks in memory.
+    /// (if the write failed) the same bytes in memory or in the shared file.
     fn watch(self: &Rc<Self>, batch: u32, written: Promise) {
         let held = Rc::downgrade(self);
         wasm_bindgen_futures::spawn_local(async move {
@@ -324,10 +483,7 @@ impl Held {
             };
             let mut body = held.body.borrow_mut();
             if let Body::Parts(parts) = &mut *body {
-                parts.batches[batch as usize] = match stored.map(Blob::unchecked_from_js) {
-                    Ok(blob) => Batch::Stored(blob),
-                    Err(_) => Batch::Lost,
-                };
+                parts.batches[batch as usize] = Batch::settled(stored);
             }
         });
     }
@@ -354,29 +510,31 @@ impl Held {
         let start = index as u64 * size;
         // Chunks per span.
         let per = (SPAN_BYTES as u64 / size).max(1);
-        // The span's key, its blob, and where the chunk and the span are
-        // in that blob.
-        let (span, source, chunk_at, span_at) = match &*self.body.borrow() {
+        let body = self.body.borrow();
+        // The span's key, and where the chunk and the span start in the
+        // file or batch.
+        let (span, chunk_at, span_at) = match &*body {
             Body::Memory(data) => {
                 let range = start as usize..start as usize + len as usize;
                 return Ok(ChunkRead::Ready(Uint8Array::from(&data[range])));
             }
-            Body::File(file) => {
+            Body::File(_) => {
                 let first = index as u64 / per * per;
-                let source = Batch::Stored(file.clone());
-                (Span::File(first as u32), source, start, first * size)
+                (Span::File(first as u32), start, first * size)
             }
             Body::Parts(parts) => match &parts.place[index as usize] {
-                // A copy: the buffer goes to the disk worker with its
-                // batch, maybe before this chunk is all sent.
-                Place::Memory(bytes) => return Ok(ChunkRead::Ready(bytes.slice(0, len))),
+                // A batch's buffers go to the disk worker, maybe before this
+                // chunk is all sent: a copy then.
+                Place::Memory(bytes) if parts.batching.is_some() => {
+                    return Ok(ChunkRead::Ready(bytes.slice(0, len)))
+                }
+                Place::Memory(bytes) => return Ok(ChunkRead::Ready(bytes.clone())),
                 Place::Batch { batch, at } => {
                     let first = at / size / per * per;
-                    let source = parts.batches[*batch as usize].clone();
-                    (Span::Batch(*batch, first as u32), source, *at, first * size)
+                    (Span::Batch(*batch, first as u32), *at, first * size)
                 }
                 Place::Absent => {
-                    return Err(crate::error::PeerError::Refused(format!(
+                    return Err(PeerError::Refused(format!(
                         "chunk {index} is not held here"
                     )))
                 }
@@ -391,19 +549,15 @@ impl Held {
                 len,
             });
         }
-        // (Slicing past the end stops at the end.)
-        let (from, to) = (span_at as f64, (span_at + per * size) as f64);
-        let read = match source {
-            Batch::Stored(blob) => blob.slice_with_f64_and_f64(from, to)?.array_buffer(),
-            Batch::Writing(written) => wasm_bindgen_futures::future_to_promise(async move {
-                let blob = Blob::unchecked_from_js(JsFuture::from(written).await?);
-                JsFuture::from(blob.slice_with_f64_and_f64(from, to)?.array_buffer()).await
-            }),
-            Batch::Lost => {
-                return Err(crate::error::PeerError::Refused(format!(
-                    "chunk {index} was lost: the disk store stopped while writing it"
-                )))
-            }
+        let (from, to) = (span_at, span_at + per * size);
+        let read = match (&*body, span) {
+            (Body::File(file), _) => file
+                .slice_with_f64_and_f64(from as f64, to as f64)?
+                .array_buffer(),
+            (Body::Parts(parts), Span::Batch(batch, _)) => parts
+                .read_batch(batch, from, to)
+                .map_err(|e| PeerError::Refused(format!("cannot read chunk {index}: {e}")))?,
+            _ => unreachable!("a span of the body's own kind"),
         };
         if spans.len() == SPANS_KEPT {
             spans.pop_front();
@@ -435,11 +589,15 @@ impl Held {
         };
         let mut stored = Vec::with_capacity(batches.len());
         for batch in batches {
+            let batch = match batch {
+                Batch::Writing(written) => Batch::settled(JsFuture::from(written).await),
+                batch => batch,
+            };
             stored.push(match batch {
-                Batch::Stored(blob) => blob,
-                Batch::Writing(written) => Blob::unchecked_from_js(JsFuture::from(written).await?),
-                Batch::Lost => {
-                    return Err(crate::error::PeerError::Refused(
+                Batch::Blob(blob) => blob,
+                Batch::Disk(file) => file.into(),
+                Batch::Writing(_) | Batch::Lost => {
+                    return Err(PeerError::Refused(
                         "part of the content was lost: the disk store stopped while \
                          writing it; reload the page to download it again"
                             .into(),
@@ -464,16 +622,12 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for Parts {
+    /// What went to disk goes with it.
     fn drop(&mut self) {
-        if let Body::Parts(Parts {
-            disk: Some(slot),
-            content,
-            ..
-        }) = &*self.body.borrow()
-        {
-            if let Some(disk) = &*slot.borrow() {
-                disk.remove(content);
+        if let Some(batching) = &self.batching {
+            if let Some(disk) = &*batching.disk.borrow() {
+                disk.remove(&batching.key);
             }
         }
     }
