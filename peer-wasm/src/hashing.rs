@@ -60,11 +60,17 @@ pub fn digest_hash(digest: &wasm_bindgen::JsValue) -> Result<ChunkHash> {
     Ok(ChunkHash(hash))
 }
 
+/// WebCrypto's `subtle`, looked up once: finding it costs as much as a
+/// chunk's other bookkeeping.
 fn subtle() -> Option<SubtleCrypto> {
-    let crypto = web_sys::window()?.crypto().ok()?;
-    // Undefined outside secure contexts.
-    let subtle = js_sys::Reflect::get(&crypto, &"subtle".into()).ok()?;
-    subtle.dyn_into().ok()
+    thread_local!(static SUBTLE: Option<SubtleCrypto> = {
+        let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+        // Undefined outside secure contexts.
+        crypto
+            .and_then(|c| js_sys::Reflect::get(&c, &"subtle".into()).ok())
+            .and_then(|s| s.dyn_into().ok())
+    });
+    SUBTLE.with(Clone::clone)
 }
 
 /// Builds the manifest of `file`; `progress(done, total)` is called as

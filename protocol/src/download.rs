@@ -35,6 +35,11 @@ pub mod scheduler;
 pub const MAX_SOURCES: usize = 4;
 /// Chunks requested from one holder before the first of them arrives.
 pub const PIPELINE: usize = 4;
+/// A holder that owes chunks is asked for more once it owes this many
+/// fewer than [`PIPELINE`], not after every chunk: each request costs
+/// both sides a message, and the chunks still owed keep the holder busy
+/// meanwhile.
+pub const REFILL: usize = 2;
 /// Leading chunks asked to come along with the manifest: one, which is
 /// all of a typical page. More would make every downloader of a big file
 /// take the same leading chunks from the first holder, which is the
@@ -624,6 +629,9 @@ impl Download {
                 continue;
             };
             let room = PIPELINE.saturating_sub(src.in_flight.len());
+            if room < REFILL && !src.in_flight.is_empty() {
+                continue;
+            }
             let slots = &self.slots;
             // A full holder is left what no connected partial holder has.
             let full = has.is_full();

@@ -65,6 +65,13 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
     let a = Visitor::new(&driver, "A").await.unwrap();
     a.goto(&broker.url("/")).await;
     let path = file.share(&a, Via::Picker).await;
+    // A serves a copy in its disk store, not the picked file.
+    let copied = files::bytes_on_disk(&a).await;
+    run.step(&format!("A's disk store holds a copy: {copied} bytes"));
+    assert!(
+        copied >= (len - 4 * MIB) as u64 && copied <= len as u64,
+        "A copied {copied} bytes of {len} to disk"
+    );
 
     run.step("B opens the link: name, size and type first, then progress");
     let downloads = std::env::temp_dir().join(format!("peerpage-dl-{}", std::process::id()));

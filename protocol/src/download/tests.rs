@@ -52,6 +52,8 @@ struct Holder {
     has: Availability,
     corrupt: Option<u32>,
     served: Vec<u32>,
+    /// How many chunks each request for chunks asked for.
+    requests: Vec<usize>,
 }
 
 impl Holder {
@@ -68,6 +70,7 @@ impl Holder {
             has,
             corrupt: None,
             served: Vec::new(),
+            requests: Vec::new(),
         }
     }
 
@@ -87,7 +90,10 @@ impl Holder {
                 out.extend(self.chunks(fx, &leading));
             }
             Request::Has { .. } => out.push(has),
-            Request::Chunks { indices, .. } => out.extend(self.chunks(fx, indices)),
+            Request::Chunks { indices, .. } => {
+                self.requests.push(indices.len());
+                out.extend(self.chunks(fx, indices));
+            }
         }
         out
     }
@@ -291,6 +297,21 @@ fn single_holder_happy_path() {
         reason: None
     }));
     assert_eq!(dl.status(), Status::Verified);
+}
+
+#[test]
+fn a_holder_is_asked_for_chunks_a_few_at_a_time() {
+    let fx = Fixture::new(40 * 1024, 1024);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 7);
+    let actions = join(&mut dl, peer(1), 0);
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    let requests = &swarm.holders[&peer(1)].requests;
+    // Only the last request may ask for fewer, when fewer are left.
+    let small = requests.iter().filter(|&&n| n < REFILL).count();
+    assert!(small <= 1, "requests of sizes {requests:?}");
 }
 
 #[test]
