@@ -144,3 +144,44 @@ fn bad_addresses_are_refused_with_a_clear_error() {
     assert!(message.contains("64 lowercase hex"), "{message}");
     peer.close();
 }
+
+#[wasm_bindgen_test]
+async fn the_disk_store_reads_back_what_it_wrote_and_forgets_what_it_removed() {
+    let disk = crate::disk::Disk::open()
+        .await
+        .expect("this Chromium has a disk store");
+    let (first, second): (Vec<u8>, Vec<u8>) = (
+        (0..3000u32).map(|i| (i % 251) as u8).collect(),
+        (0..2000u32).map(|i| (i % 13) as u8).collect(),
+    );
+    let parts = js_sys::Array::of2(
+        &Uint8Array::from(first.as_slice()),
+        &Uint8Array::from(second.as_slice()),
+    );
+    let file = disk
+        .write_batch("test", 0, &parts)
+        .await
+        .unwrap_or_else(|e| panic!("write failed: {}", e.error));
+    assert_eq!(file.size(), 5000.0);
+    let whole = [first, second].concat();
+    let read = |from, to| {
+        let read = disk.read("test", 0, from, to).unwrap();
+        async move {
+            JsFuture::from(read)
+                .await
+                .map(|b| Uint8Array::new(&b).to_vec())
+        }
+    };
+    // Across the two parts, and past the end (cut at the end).
+    assert_eq!(read(2500, 3500).await.unwrap(), whole[2500..3500]);
+    assert_eq!(read(4000, 9000).await.unwrap(), whole[4000..]);
+    // The file the write returned is readable too.
+    let bytes = JsFuture::from(file.array_buffer()).await.unwrap();
+    assert_eq!(Uint8Array::new(&bytes).to_vec(), whole);
+    disk.remove("test");
+    let gone = read(0, 10)
+        .await
+        .expect_err("a removed batch cannot be read");
+    let error = js_sys::Reflect::get(&gone, &"error".into()).unwrap();
+    assert!(error.as_string().is_some(), "{gone:?}");
+}
