@@ -154,13 +154,7 @@ impl Peer {
                 let (opening, slot) = alive(&weak)?.borrow_mut().open_disk();
                 JsFuture::from(opening).await?;
                 if slot.borrow().is_some() {
-                    let count = (file.size() as u64).div_ceil(DEFAULT_CHUNK_SIZE as u64);
-                    copy = Some(Parts::copy_of(
-                        &file,
-                        count as u32,
-                        DEFAULT_CHUNK_SIZE,
-                        slot,
-                    ));
+                    copy = Some(Parts::copy_of(&file, DEFAULT_CHUNK_SIZE, slot));
                 }
             }
             let keep = |index, bytes| {

@@ -167,10 +167,11 @@ impl Parts {
         }
     }
 
-    /// The chunks of `file` (`count` of `chunk_size` bytes), to be copied to
-    /// the open disk store in `disk` as they are read, in order (see
+    /// The chunks of `file` (of `chunk_size` bytes), to be copied to the
+    /// open disk store in `disk` as they are read, in order (see
     /// [`Parts::keep`]).
-    pub fn copy_of(file: &Blob, count: u32, chunk_size: u32, disk: DiskSlot) -> Self {
+    pub fn copy_of(file: &Blob, chunk_size: u32, disk: DiskSlot) -> Self {
+        let count = (file.size() as u64).div_ceil(chunk_size as u64) as u32;
         let batching = Batching {
             disk,
             key: fresh_key(),
