@@ -7,8 +7,13 @@
 //!    turn with ours, is `tests/floor/bulk-{sender,receiver}.html` on a second
 //!    broker: one RTCDataChannel, the same 100 MiB sent with backpressure,
 //!    the receiver only counting bytes, timed from its navigation start to
-//!    the last byte the same way. The floor runs with 16 KiB messages and
-//!    64 KiB ones (what our peer sends); ours is compared with the better.
+//!    the last byte the same way. The floor runs with 16, 64 and 256 KiB
+//!    messages (ours sends 256 KiB ones); ours is compared with the best.
+//!    Then once more with the receiver doing the work every download must
+//!    besides moving bytes: each 256 KiB message hashed with WebCrypto and
+//!    written to the origin private file system by a worker. That row is
+//!    not a target; it shows what the required work costs on this machine,
+//!    and how much of the gap to the floor is ours' own.
 //!    Also B's peak wasm memory during ours (`window.wasmMemory`).
 //! 2. Swarm. A fresh seeder shares a 32 MiB file; first one downloader
 //!    alone, then (with a new seeder and file) four fresh downloaders that
@@ -57,6 +62,12 @@ const SWARM_BYTES: u64 = 32 << 20;
 /// Floor message sizes: the size every browser once accepted, a common
 /// choice, and the largest Chromium accepts. The best of them is the floor.
 const FLOOR_MESSAGES: [u64; 3] = [16 << 10, 64 << 10, 256 << 10];
+/// The floor once more with the work every download must do besides
+/// moving bytes (`bulk-receiver.html`'s "work" mode): each 256 KiB message
+/// hashed with WebCrypto and written to the origin private file system.
+/// Not a ceiling for ours, which does more; it shows what that work alone
+/// costs on this machine.
+const FLOOR_WORK_MESSAGE: u64 = 256 << 10;
 /// Targets: ours at least 90% of the best floor; the swarm of four at
 /// most twice as long as one download; the seeder uploading at most twice
 /// the file (the downloaders share the rest among themselves).
@@ -155,6 +166,8 @@ struct Throughput {
     ours: Series,
     /// One per floor message size.
     floors: Vec<Series>,
+    /// The floor with the hashing and storing (`FLOOR_WORK_MESSAGE`).
+    floor_work: Series,
     /// B's peak wasm memory over all runs of ours, bytes (0: not exposed).
     peak_wasm: u64,
 }
@@ -189,6 +202,7 @@ impl Throughput {
         for (size, f) in FLOOR_MESSAGES.iter().zip(&self.floors) {
             rows.push((format!("floor {} KiB msgs", size >> 10), f));
         }
+        rows.push(("floor + hash + store".to_owned(), &self.floor_work));
         for (name, v) in rows {
             let min = v.rates.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
@@ -210,6 +224,13 @@ impl Throughput {
             "ours / best floor ({} KiB msgs): {ratio:.2} (target >= {TARGET_THROUGHPUT}: {})",
             FLOOR_MESSAGES[best] >> 10,
             verdict(ratio >= TARGET_THROUGHPUT)
+        );
+        let work = median(&self.floor_work.rates);
+        println!(
+            "floor + hash + store / best floor: {:.2}; ours / floor + hash + store: {:.2} \
+             (the plain-JS pair also hashing and storing every chunk, as a download must)",
+            work / floor,
+            median(&self.ours.rates) / work
         );
         if self.peak_wasm > 0 {
             println!(
@@ -272,6 +293,7 @@ async fn throughput(
     let mut result = Throughput {
         ours: Series::default(),
         floors: FLOOR_MESSAGES.iter().map(|_| Series::default()).collect(),
+        floor_work: Series::default(),
         peak_wasm: 0,
     };
     for run in 1..=runs {
@@ -310,9 +332,14 @@ async fn throughput(
         );
         b.goto("about:blank").await;
 
-        // Floor, each message size.
-        for (i, size) in FLOOR_MESSAGES.iter().enumerate() {
-            let url = floor.url(&format!("/bulk-receiver.html#{id},{size}"));
+        // Floor, each message size, then with the hashing and storing.
+        let variants = FLOOR_MESSAGES
+            .iter()
+            .map(|&size| (size, false))
+            .chain([(FLOOR_WORK_MESSAGE, true)]);
+        for (i, (size, work)) in variants.enumerate() {
+            let mode = if work { ",work" } else { "" };
+            let url = floor.url(&format!("/bulk-receiver.html#{id},{size}{mode}"));
             let cpu = CpuMeter::start();
             if profile.is_some() {
                 b.goto(&floor.url("/bulk-receiver.html")).await;
@@ -329,7 +356,7 @@ async fn throughput(
             let done = wait_done(&b, &[&sender]).await;
             let cpu_ms = cpu.ms();
             if let Some(dir) = &profile {
-                let name = format!("floor-{}k-{run}", size >> 10);
+                let name = format!("floor-{}k{}-{run}", size >> 10, mode.replace(',', "-"));
                 save_profiles(dir, &name, &[(&b, "B"), (&sender, "A")]).await?;
             }
             let got = b.js("return window.received", vec![]).await;
@@ -338,11 +365,15 @@ async fn throughput(
                 "floor receiver counted {got} bytes"
             );
             let floor = mib_per_s(file_bytes(), done.page_ms);
-            result.floors[i].push(floor, cpu_ms);
+            let (series, label) = if work {
+                (&mut result.floor_work, "floor + hash + store".to_owned())
+            } else {
+                (&mut result.floors[i], format!("floor {} KiB", size >> 10))
+            };
+            series.push(floor, cpu_ms);
             line += &format!(
-                ", floor {} KiB {floor:6.1} MiB/s ({:.0} ms/MiB)",
-                size >> 10,
-                result.floors[i].cpu.last().expect("pushed")
+                ", {label} {floor:6.1} MiB/s ({:.0} ms/MiB)",
+                series.cpu.last().expect("pushed")
             );
             b.goto("about:blank").await;
         }
