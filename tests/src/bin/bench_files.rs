@@ -68,6 +68,8 @@ const FLOOR_MESSAGES: [u64; 3] = [16 << 10, 64 << 10, 256 << 10];
 /// Not a ceiling for ours, which does more; it shows what that work alone
 /// costs on this machine.
 const FLOOR_WORK_MESSAGE: u64 = 256 << 10;
+/// That floor's name in every line the bench prints.
+const FLOOR_WORK: &str = "floor + hash + store";
 /// Targets: ours at least 90% of the best floor; the swarm of four at
 /// most twice as long as one download; the seeder uploading at most twice
 /// the file (the downloaders share the rest among themselves).
@@ -202,7 +204,7 @@ impl Throughput {
         for (size, f) in FLOOR_MESSAGES.iter().zip(&self.floors) {
             rows.push((format!("floor {} KiB msgs", size >> 10), f));
         }
-        rows.push(("floor + hash + store".to_owned(), &self.floor_work));
+        rows.push((FLOOR_WORK.to_owned(), &self.floor_work));
         for (name, v) in rows {
             let min = v.rates.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
@@ -227,7 +229,7 @@ impl Throughput {
         );
         let work = median(&self.floor_work.rates);
         println!(
-            "floor + hash + store / best floor: {:.2}; ours / floor + hash + store: {:.2} \
+            "{FLOOR_WORK} / best floor: {:.2}; ours / {FLOOR_WORK}: {:.2} \
              (the plain-JS pair also hashing and storing every chunk, as a download must)",
             work / floor,
             median(&self.ours.rates) / work
@@ -366,7 +368,7 @@ async fn throughput(
             );
             let floor = mib_per_s(file_bytes(), done.page_ms);
             let (series, label) = if work {
-                (&mut result.floor_work, "floor + hash + store".to_owned())
+                (&mut result.floor_work, FLOOR_WORK.to_owned())
             } else {
                 (&mut result.floors[i], format!("floor {} KiB", size >> 10))
             };
