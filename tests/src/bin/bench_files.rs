@@ -13,7 +13,9 @@
 //!    besides moving bytes: each 256 KiB message hashed with WebCrypto and
 //!    written to the origin private file system by a worker. That row is
 //!    not a target; it shows what the required work costs on this machine,
-//!    and how much of the gap to the floor is ours' own.
+//!    and how much of the gap to the floor is ours' own. And once more
+//!    over two connections, each sending half (not a target either: the
+//!    floor the target names is one channel).
 //!    Also B's peak wasm memory during ours (`window.wasmMemory`).
 //! 2. Swarm. A fresh seeder shares a 32 MiB file; first one downloader
 //!    alone, then (with a new seeder and file) four fresh downloaders that
@@ -62,14 +64,35 @@ const SWARM_BYTES: u64 = 32 << 20;
 /// Floor message sizes: the size every browser once accepted, a common
 /// choice, and the largest Chromium accepts. The best of them is the floor.
 const FLOOR_MESSAGES: [u64; 3] = [16 << 10, 64 << 10, 256 << 10];
-/// The floor once more with the work every download must do besides
-/// moving bytes (`bulk-receiver.html`'s "work" mode): each 256 KiB message
-/// hashed with WebCrypto and written to the origin private file system.
-/// Not a ceiling for ours, which does more; it shows what that work alone
-/// costs on this machine.
-const FLOOR_WORK_MESSAGE: u64 = 256 << 10;
-/// That floor's name in every line the bench prints.
-const FLOOR_WORK: &str = "floor + hash + store";
+/// The floor in other modes of `bulk-receiver.html`, not targets: its
+/// name in every line the bench prints, message size, mode, and what its
+/// ratio line says it shows.
+struct FloorVariant {
+    name: &'static str,
+    message: u64,
+    mode: &'static str,
+    shows: &'static str,
+}
+const FLOOR_VARIANTS: [FloorVariant; 2] = [
+    // The work every download must do besides moving bytes: each 256 KiB
+    // message hashed with WebCrypto and written to the origin private file
+    // system. Not a ceiling for ours, which does more; it shows what that
+    // work alone costs on this machine.
+    FloorVariant {
+        name: "floor + hash + store",
+        message: 256 << 10,
+        mode: "work",
+        shows: "the plain-JS pair also hashing and storing every chunk, as a download must",
+    },
+    // Two connections, each sending half: two SCTP associations over two
+    // UDP sockets share the datagram losses and recover from them apart.
+    FloorVariant {
+        name: "floor, 2 connections",
+        message: 64 << 10,
+        mode: "two",
+        shows: "the plain-JS pair over two RTCPeerConnections, each sending half",
+    },
+];
 /// Targets: ours at least 90% of the best floor; the swarm of four at
 /// most twice as long as one download; the seeder uploading at most twice
 /// the file (the downloaders share the rest among themselves).
@@ -168,8 +191,8 @@ struct Throughput {
     ours: Series,
     /// One per floor message size.
     floors: Vec<Series>,
-    /// The floor with the hashing and storing (`FLOOR_WORK_MESSAGE`).
-    floor_work: Series,
+    /// One per `FLOOR_VARIANTS`.
+    variants: Vec<Series>,
     /// B's peak wasm memory over all runs of ours, bytes (0: not exposed).
     peak_wasm: u64,
 }
@@ -204,7 +227,9 @@ impl Throughput {
         for (size, f) in FLOOR_MESSAGES.iter().zip(&self.floors) {
             rows.push((format!("floor {} KiB msgs", size >> 10), f));
         }
-        rows.push((FLOOR_WORK.to_owned(), &self.floor_work));
+        for (v, series) in FLOOR_VARIANTS.iter().zip(&self.variants) {
+            rows.push((v.name.to_owned(), series));
+        }
         for (name, v) in rows {
             let min = v.rates.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
@@ -227,13 +252,16 @@ impl Throughput {
             FLOOR_MESSAGES[best] >> 10,
             verdict(ratio >= TARGET_THROUGHPUT)
         );
-        let work = median(&self.floor_work.rates);
-        println!(
-            "{FLOOR_WORK} / best floor: {:.2}; ours / {FLOOR_WORK}: {:.2} \
-             (the plain-JS pair also hashing and storing every chunk, as a download must)",
-            work / floor,
-            median(&self.ours.rates) / work
-        );
+        for (v, series) in FLOOR_VARIANTS.iter().zip(&self.variants) {
+            let rate = median(&series.rates);
+            println!(
+                "{name} / best floor: {:.2}; ours / {name}: {:.2} ({})",
+                rate / floor,
+                median(&self.ours.rates) / rate,
+                v.shows,
+                name = v.name,
+            );
+        }
         if self.peak_wasm > 0 {
             println!(
                 "B's peak wasm memory during ours: {:.1} MiB",
@@ -295,7 +323,7 @@ async fn throughput(
     let mut result = Throughput {
         ours: Series::default(),
         floors: FLOOR_MESSAGES.iter().map(|_| Series::default()).collect(),
-        floor_work: Series::default(),
+        variants: FLOOR_VARIANTS.iter().map(|_| Series::default()).collect(),
         peak_wasm: 0,
     };
     for run in 1..=runs {
@@ -334,13 +362,11 @@ async fn throughput(
         );
         b.goto("about:blank").await;
 
-        // Floor, each message size, then with the hashing and storing.
-        let variants = FLOOR_MESSAGES
-            .iter()
-            .map(|&size| (size, false))
-            .chain([(FLOOR_WORK_MESSAGE, true)]);
-        for (i, (size, work)) in variants.enumerate() {
-            let mode = if work { ",work" } else { "" };
+        // Floor, each message size, then its other modes.
+        let plain = FLOOR_MESSAGES.iter().map(|&size| (size, None));
+        let variants = FLOOR_VARIANTS.iter().map(|v| (v.message, Some(v)));
+        for (i, (size, variant)) in plain.chain(variants).enumerate() {
+            let mode = variant.map_or(String::new(), |v| format!(",{}", v.mode));
             let url = floor.url(&format!("/bulk-receiver.html#{id},{size}{mode}"));
             let cpu = CpuMeter::start();
             if profile.is_some() {
@@ -367,10 +393,12 @@ async fn throughput(
                 "floor receiver counted {got} bytes"
             );
             let floor = mib_per_s(file_bytes(), done.page_ms);
-            let (series, label) = if work {
-                (&mut result.floor_work, FLOOR_WORK.to_owned())
-            } else {
-                (&mut result.floors[i], format!("floor {} KiB", size >> 10))
+            let (series, label) = match variant {
+                Some(v) => (
+                    &mut result.variants[i - FLOOR_MESSAGES.len()],
+                    v.name.to_owned(),
+                ),
+                None => (&mut result.floors[i], format!("floor {} KiB", size >> 10)),
             };
             series.push(floor, cpu_ms);
             line += &format!(
