@@ -9,21 +9,21 @@
 use std::collections::HashMap;
 
 use js_sys::Uint8Array;
-use protocol::PeerId;
+use protocol::download::Conn;
 
 /// One download's chunks in transit.
 #[derive(Default)]
 pub struct Arrivals {
-    /// The chunk arriving from each holder.
-    arriving: HashMap<PeerId, Uint8Array>,
+    /// The chunk arriving over each connection.
+    arriving: HashMap<Conn, Uint8Array>,
     /// Whole chunks, by index, until their hash is compared.
     verifying: HashMap<u32, Uint8Array>,
 }
 
 impl Arrivals {
     /// Keeps a payload at `offset` of the `total`-byte chunk arriving from
-    /// `peer`; offset 0 starts a new chunk.
-    pub fn keep(&mut self, peer: PeerId, offset: u32, total: u32, payload: &Uint8Array) {
+    /// `conn`; offset 0 starts a new chunk.
+    pub fn keep(&mut self, conn: Conn, offset: u32, total: u32, payload: &Uint8Array) {
         // A chunk that came as one message of its own (a stream of one, see
         // `protocol::transfer`) is kept as it landed, without a copy.
         if offset == 0
@@ -31,22 +31,22 @@ impl Arrivals {
             && payload.byte_offset() == 0
             && payload.buffer().byte_length() == total
         {
-            self.arriving.insert(peer, payload.clone());
+            self.arriving.insert(conn, payload.clone());
             return;
         }
         if offset == 0 {
             self.arriving
-                .insert(peer, Uint8Array::new_with_length(total));
+                .insert(conn, Uint8Array::new_with_length(total));
         }
-        if let Some(buffer) = self.arriving.get(&peer) {
+        if let Some(buffer) = self.arriving.get(&conn) {
             buffer.set(payload, offset);
         }
     }
 
-    /// The chunk from `peer` is whole: it waits as chunk `index` for its
+    /// The chunk from `conn` is whole: it waits as chunk `index` for its
     /// hash. Returns it, to hash.
-    pub fn whole(&mut self, peer: PeerId, index: u32) -> Option<Uint8Array> {
-        let buffer = self.arriving.remove(&peer)?;
+    pub fn whole(&mut self, conn: Conn, index: u32) -> Option<Uint8Array> {
+        let buffer = self.arriving.remove(&conn)?;
         self.verifying.insert(index, buffer.clone());
         Some(buffer)
     }
@@ -61,8 +61,8 @@ impl Arrivals {
         self.verifying.remove(&index)
     }
 
-    /// Drops what arrived of an unfinished chunk from `peer`, which left.
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.arriving.remove(peer);
+    /// Drops what arrived of an unfinished chunk from `conn`, which left.
+    pub fn forget(&mut self, conn: &Conn) {
+        self.arriving.remove(conn);
     }
 }

@@ -10,7 +10,7 @@ use std::rc::{Rc, Weak};
 use futures_channel::oneshot;
 use gloo_timers::callback::{Interval, Timeout};
 use js_sys::{ArrayBuffer, Function, Promise, Uint8Array};
-use protocol::download::{Action, Download, Input, Status};
+use protocol::download::{Action, Conn, Download, Input, Status};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{
     Frame, FrameHead, FrameKind, Read, Reader, Reply, Request, HEADER, MAX_MESSAGE, MAX_PAYLOAD,
@@ -50,13 +50,35 @@ const READY_DELAY_MS: u32 = 50;
 const READ_AHEAD: usize = 2;
 
 /// Which connection: one per remote peer and direction, since two peers can
-/// fetch from each other at the same time.
+/// fetch from each other at the same time, and a second one to a holder of
+/// big content (its lane).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinkKey {
     /// The other peer.
     pub peer: PeerId,
     /// Whether we fetch over this link (else we serve).
     pub fetching: bool,
+    /// Which connection between the two of us (see `download::Conn`).
+    pub lane: u8,
+}
+
+impl LinkKey {
+    /// The link we fetch over.
+    fn fetch(conn: Conn) -> Self {
+        LinkKey {
+            peer: conn.peer,
+            fetching: true,
+            lane: conn.lane,
+        }
+    }
+
+    /// The connection to a holder this link is, for the download.
+    fn conn(&self) -> Conn {
+        Conn {
+            peer: self.peer,
+            lane: self.lane,
+        }
+    }
 }
 
 enum Role {
@@ -621,13 +643,10 @@ impl Inner {
                 web_sys::console::warn_1(&format!("broker: {code:?}: {message}").into());
                 if let Some(peer) = peer {
                     // The holder we were handshaking with left.
-                    self.on_link_lost(
-                        LinkKey {
-                            peer,
-                            fetching: true,
-                        },
-                        message,
-                    );
+                    for lane in [0, 1] {
+                        let key = LinkKey::fetch(Conn { peer, lane });
+                        self.on_link_lost(key, message.clone());
+                    }
                 }
             }
         }
@@ -640,18 +659,15 @@ impl Inner {
 
     fn on_signal(&mut self, from: PeerId, signal: PeerSignal) {
         match signal {
-            PeerSignal::Offer { sdp, content } => self.accept_offer(from, sdp, content),
-            PeerSignal::Answer { sdp } => self.apply_answer(
-                LinkKey {
-                    peer: from,
-                    fetching: true,
-                },
-                sdp,
-            ),
+            PeerSignal::Offer { sdp, content, lane } => self.accept_offer(from, sdp, content, lane),
+            PeerSignal::Answer { sdp, lane } => {
+                self.apply_answer(LinkKey::fetch(Conn { peer: from, lane }), sdp)
+            }
             PeerSignal::ReadyAnswer { sdp, request } => {
                 let key = LinkKey {
                     peer: from,
                     fetching: false,
+                    lane: 0,
                 };
                 match self.links.get_mut(&key) {
                     Some(p) => {
@@ -663,6 +679,7 @@ impl Inner {
                         &PeerSignal::Bye {
                             fetcher: false,
                             reason: "no ready offer of this peer waits for your answer; make an offer instead".into(),
+                            lane: 0,
                         },
                     ),
                 }
@@ -676,21 +693,28 @@ impl Inner {
                 candidate,
                 sdp_mid,
                 sdp_m_line_index,
+                lane,
             } => {
                 let key = LinkKey {
                     peer: from,
                     fetching: !fetcher,
+                    lane,
                 };
                 if let Some(p) = self.links.get_mut(&key) {
                     p.link
                         .add_candidate(&candidate, sdp_mid.as_deref(), sdp_m_line_index);
                 }
             }
-            PeerSignal::Bye { fetcher, reason } => {
+            PeerSignal::Bye {
+                fetcher,
+                reason,
+                lane,
+            } => {
                 self.on_link_lost(
                     LinkKey {
                         peer: from,
                         fetching: !fetcher,
+                        lane,
                     },
                     reason,
                 );
@@ -817,6 +841,7 @@ impl Inner {
                 candidate,
                 sdp_mid,
                 sdp_m_line_index,
+                lane: 0,
             }),
             LinkEvent::Closed(_) => {
                 // Unusable now; the broker's copy fails its taker, which
@@ -837,6 +862,7 @@ impl Inner {
         let key = LinkKey {
             peer: by,
             fetching: false,
+            lane: 0,
         };
         // Already serving `by` on another link: it will not answer this one.
         if let std::collections::hash_map::Entry::Vacant(slot) = self.links.entry(key) {
@@ -859,16 +885,18 @@ impl Inner {
     /// Connects to `holder` for `content`: answering the holder's ready
     /// offer if we have it (the first request rides on the answer, and the
     /// holder sends as soon as the channel opens), else making an offer.
-    fn open_fetch_link(&mut self, content: ContentId, holder: PeerId) {
-        let key = LinkKey {
-            peer: holder,
-            fetching: true,
+    fn open_fetch_link(&mut self, content: ContentId, conn: Conn) {
+        let key = LinkKey::fetch(conn);
+        let holder = conn.peer;
+        // A ready offer is for a first connection.
+        let ready_offer = match conn.lane {
+            0 => self.offers_in_hand.remove(&holder),
+            _ => None,
         };
-        let ready_offer = self.offers_in_hand.remove(&holder);
         let link = match self.new_link(ready_offer.is_none(), self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => {
-                self.drive(content, Input::Lost(holder, e.to_string()));
+                self.drive(content, Input::Lost(conn, e.to_string()));
                 return;
             }
         };
@@ -894,7 +922,8 @@ impl Inner {
                 let current = i.links.get(&key).is_some_and(|p| p.link.pc == pc);
                 match result {
                     Ok(sdp) if current => {
-                        i.send_signal(holder, &PeerSignal::Offer { sdp, content });
+                        let lane = conn.lane;
+                        i.send_signal(holder, &PeerSignal::Offer { sdp, content, lane });
                         i.warm_up_once();
                     }
                     Ok(_) => {}
@@ -943,13 +972,14 @@ impl Inner {
         });
     }
 
-    fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId) {
+    fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId, lane: u8) {
         if !self.held.contains_key(&content) {
             self.send_signal(
                 from,
                 &PeerSignal::Bye {
                     fetcher: false,
                     reason: format!("this peer does not hold {content}"),
+                    lane,
                 },
             );
             return;
@@ -957,6 +987,7 @@ impl Inner {
         let key = LinkKey {
             peer: from,
             fetching: false,
+            lane,
         };
         let link = match self.new_link(false, self.link_callback(key)) {
             Ok(link) => link,
@@ -965,7 +996,7 @@ impl Inner {
         let pc = link.pc.clone();
         self.links
             .insert(key, Peering::new(link, Role::Serve(Serving::default())));
-        self.answer(key, pc, sdp, |sdp| PeerSignal::Answer { sdp });
+        self.answer(key, pc, sdp, move |sdp| PeerSignal::Answer { sdp, lane });
     }
 
     fn on_link_event(&mut self, key: LinkKey, ev: LinkEvent) {
@@ -981,6 +1012,7 @@ impl Inner {
                     candidate,
                     sdp_mid,
                     sdp_m_line_index,
+                    lane: key.lane,
                 },
             ),
             LinkEvent::Channel(dc) => {
@@ -998,7 +1030,7 @@ impl Inner {
                     ..
                 }) => {
                     let content = *content;
-                    self.drive(content, Input::Opened(key.peer));
+                    self.drive(content, Input::Opened(key.conn()));
                 }
                 Some(p) => {
                     if let Some(request) = p.ahead.take() {
@@ -1017,9 +1049,9 @@ impl Inner {
         if let Some(p) = self.links.remove(&key) {
             if let Role::Fetch(content) = p.role {
                 if let Some(fetch) = self.fetches.get_mut(&content) {
-                    fetch.arrivals.forget(&key.peer);
+                    fetch.arrivals.forget(&key.conn());
                 }
-                self.drive(content, Input::Lost(key.peer, reason));
+                self.drive(content, Input::Lost(key.conn(), reason));
             }
         }
     }
@@ -1058,23 +1090,23 @@ impl Inner {
                             payload_at as u32,
                             head.len,
                         );
-                        self.on_chunk_frame(content, key.peer, head, &payload);
+                        self.on_chunk_frame(content, key.conn(), head, &payload);
                     } else {
                         // The manifest (small).
                         let bytes = Uint8Array::new(buf).to_vec();
-                        self.drive(content, Input::Frame(key.peer, &bytes));
+                        self.drive(content, Input::Frame(key.conn(), &bytes));
                     }
                 }
-                Err(why) => self.drive(content, Input::BadFrame(key.peer, why)),
+                Err(why) => self.drive(content, Input::BadFrame(key.conn(), why)),
             }
         } else if let Some(text) = data.as_string() {
             match role_content {
                 Some(content) => match serde_json::from_str::<Reply>(&text) {
-                    Ok(reply) => self.drive(content, Input::Reply(key.peer, reply)),
+                    Ok(reply) => self.drive(content, Input::Reply(key.conn(), reply)),
                     Err(_) => self.drive(
                         content,
                         Input::Reply(
-                            key.peer,
+                            key.conn(),
                             Reply::Refused {
                                 message: "unreadable reply".into(),
                             },
@@ -1418,11 +1450,14 @@ impl Inner {
     fn drive(&mut self, content: ContentId, input: Input<'_>) {
         let Some(fetch) = self.fetches.get_mut(&content) else {
             // Not fetching (done or cancelled): close stray links.
-            if let Input::Introduced(peer) | Input::Opened(peer) = input {
-                self.links.remove(&LinkKey {
-                    peer,
-                    fetching: true,
-                });
+            match input {
+                Input::Introduced(peer) => {
+                    self.links.remove(&LinkKey::fetch(Conn::first(peer)));
+                }
+                Input::Opened(conn) => {
+                    self.links.remove(&LinkKey::fetch(conn));
+                }
+                _ => {}
             }
             return;
         };
@@ -1436,7 +1471,7 @@ impl Inner {
     fn on_chunk_frame(
         &mut self,
         content: ContentId,
-        peer: PeerId,
+        conn: Conn,
         head: FrameHead,
         payload: &Uint8Array,
     ) {
@@ -1445,10 +1480,10 @@ impl Inner {
         };
         let actions = fetch
             .download
-            .handle(Input::ChunkFrame(peer, head), now() as u64);
+            .handle(Input::ChunkFrame(conn, head), now() as u64);
         for action in &actions {
-            if let Action::Keep { peer, offset, .. } = action {
-                fetch.arrivals.keep(*peer, *offset, head.total, payload);
+            if let Action::Keep { conn, offset, .. } = action {
+                fetch.arrivals.keep(*conn, *offset, head.total, payload);
             }
         }
         self.run(content, actions);
@@ -1483,11 +1518,11 @@ impl Inner {
             match action {
                 // Done by `on_chunk_frame`, which has the payload.
                 Action::Keep { .. } => {}
-                Action::Verify { peer, index } => {
+                Action::Verify { conn, index } => {
                     let Some(bytes) = self
                         .fetches
                         .get_mut(&content)
-                        .and_then(|f| f.arrivals.whole(peer, index))
+                        .and_then(|f| f.arrivals.whole(conn, index))
                     else {
                         continue;
                     };
@@ -1507,24 +1542,18 @@ impl Inner {
                         fetch.arrivals.take(index);
                     }
                 }
-                Action::Connect(holder) => self.open_fetch_link(content, holder),
-                Action::Send(peer, request) => {
-                    let key = LinkKey {
-                        peer,
-                        fetching: true,
-                    };
+                Action::Connect(conn) => self.open_fetch_link(content, conn),
+                Action::Send(conn, request) => {
+                    let key = LinkKey::fetch(conn);
                     if let Some(dc) = self.links.get(&key).and_then(|p| p.link.channel.as_ref()) {
                         let text = serde_json::to_string(&request).expect("requests serialize");
                         let _ = dc.send_with_str(&text);
                     }
                 }
-                Action::Disconnect { peer, reason } => {
-                    self.links.remove(&LinkKey {
-                        peer,
-                        fetching: true,
-                    });
+                Action::Disconnect { conn, reason } => {
+                    self.links.remove(&LinkKey::fetch(conn));
                     if let Some(fetch) = self.fetches.get_mut(&content) {
-                        fetch.arrivals.forget(&peer);
+                        fetch.arrivals.forget(&conn);
                     }
                     if let Some(reason) = reason {
                         self.emit(Event::Warning(

@@ -2,7 +2,7 @@
 //! `Inner::warm_up_once`).
 
 use protocol::availability::Have;
-use protocol::download::{Action, Download, Input};
+use protocol::download::{Action, Conn, Download, Input};
 use protocol::transfer::{Frame, FrameKind, Reply, Request};
 use protocol::{Manifest, PeerId};
 
@@ -17,20 +17,21 @@ pub fn run() {
     let holder = PeerId(uuid::Uuid::nil());
     let mut download = Download::new(content, 0, 0);
     let mut pending = download.handle(Input::Introduced(holder), 0);
-    pending.extend(download.handle(Input::Opened(holder), 0));
+    let conn = Conn::first(holder);
+    pending.extend(download.handle(Input::Opened(conn), 0));
     while let Some(action) = pending.pop() {
         match action {
             Action::Send(_, Request::Manifest { .. }) => {
                 for frame in Frame::encode_all(FrameKind::Manifest, 0, &manifest_bytes) {
-                    pending.extend(download.handle(Input::Frame(holder, &frame), 0));
+                    pending.extend(download.handle(Input::Frame(conn, &frame), 0));
                 }
                 let has = Reply::Has {
                     content,
                     chunks: Have::All,
                 };
-                pending.extend(download.handle(Input::Reply(holder, has), 0));
+                pending.extend(download.handle(Input::Reply(conn, has), 0));
                 for frame in Frame::encode_all(FrameKind::Chunk, 0, &data) {
-                    pending.extend(download.handle(Input::Frame(holder, &frame), 0));
+                    pending.extend(download.handle(Input::Frame(conn, &frame), 0));
                 }
             }
             // Its one frame is the whole chunk: hash it as the peer would.

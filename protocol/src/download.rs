@@ -21,6 +21,11 @@
 //! what it has (`Reply::Has` / `Reply::Got`), rarest first (see
 //! [`scheduler`]). Holders that send bad data are banned for the rest of
 //! the download; holders that vanish cost only their chunks in flight.
+//!
+//! Big content from a lone holder comes over two connections to it
+//! ([`Conn`]'s lanes, see [`SECOND_LANE_BYTES`]): each is its own SCTP
+//! association over its own UDP socket, so a receiver that falls behind
+//! loses fewer datagrams, and the two recover from losses apart.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -54,24 +59,52 @@ pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
 pub const STALL_TIMEOUT_MS: u64 = 5_000;
 /// While more holders could help, ask the broker again this often.
 pub const WANT_RETRY_MS: u64 = 2_000;
+/// Content of at least this many bytes, with at least half of it still
+/// to come, is drawn over a second connection to a holder that is the
+/// only one online. (Several holders already spread a download over
+/// several connections.)
+pub const SECOND_LANE_BYTES: u64 = 16 << 20;
+/// The second connection waits until this much is verified: by then the
+/// broker has counted the holders that arrived together with this peer,
+/// so a crowd around one seeder does not double its connections.
+pub const SECOND_LANE_AFTER_BYTES: u64 = 2 << 20;
+
+/// One connection to a holder. Lane 0 is the first; a download may open
+/// lane 1 to the same holder for big content (see [`SECOND_LANE_BYTES`]).
+/// Bans and availability are the holder's; requests, chunks in flight and
+/// timeouts are each connection's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Conn {
+    /// The holder.
+    pub peer: PeerId,
+    /// Which of its connections.
+    pub lane: u8,
+}
+
+impl Conn {
+    /// The first connection to `peer`.
+    pub fn first(peer: PeerId) -> Self {
+        Conn { peer, lane: 0 }
+    }
+}
 
 /// Something that happened, reported by the browser layer.
 #[derive(Debug)]
 pub enum Input<'a> {
     /// The broker introduced a holder.
     Introduced(PeerId),
-    /// The data channel to a holder opened.
-    Opened(PeerId),
+    /// The data channel of a connection to a holder opened.
+    Opened(Conn),
     /// A binary message from a holder, whole. Manifest frames are read
     /// from it; of a chunk frame only the header is read, as for
     /// [`Input::ChunkFrame`], and the payload stays with the caller.
-    Frame(PeerId, &'a [u8]),
+    Frame(Conn, &'a [u8]),
     /// The header of a chunk frame from a holder. The caller holds its
     /// payload, to keep or drop as the actions say.
-    ChunkFrame(PeerId, FrameHead),
+    ChunkFrame(Conn, FrameHead),
     /// A binary message from a holder that could not be read (see
     /// [`crate::transfer::Reader`]): the holder is dropped.
-    BadFrame(PeerId, FrameError),
+    BadFrame(Conn, FrameError),
     /// The SHA-256 of the bytes kept for chunk `index`, which an
     /// [`Action::Verify`] asked for.
     Hashed {
@@ -81,9 +114,9 @@ pub enum Input<'a> {
         hash: ChunkHash,
     },
     /// A text message from a holder.
-    Reply(PeerId, Reply),
-    /// The connection to a holder failed or closed.
-    Lost(PeerId, String),
+    Reply(Conn, Reply),
+    /// A connection to a holder failed or closed.
+    Lost(Conn, String),
     /// The broker's holder count for this content.
     Holders(u32),
     /// Time passed (for timeouts).
@@ -93,15 +126,16 @@ pub enum Input<'a> {
 /// Something the browser layer must do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Open a WebRTC connection to this holder (we make the offer).
-    Connect(PeerId),
-    /// Send a request over the holder's data channel.
-    Send(PeerId, Request),
-    /// Close the connection to this holder. `reason` is set when the holder
-    /// misbehaved or failed, for the user's log.
+    /// Open this connection to a holder (we make the offer, or answer the
+    /// holder's ready offer on lane 0).
+    Connect(Conn),
+    /// Send a request over this connection's data channel.
+    Send(Conn, Request),
+    /// Close this connection. `reason` is set when the holder misbehaved
+    /// or failed, for the user's log.
     Disconnect {
-        /// Holder to drop.
-        peer: PeerId,
+        /// Connection to drop.
+        conn: Conn,
         /// Why, if it was not a normal end.
         reason: Option<String>,
     },
@@ -116,21 +150,21 @@ pub enum Action {
         manifest_bytes: Vec<u8>,
     },
     /// Keep the payload of the chunk frame just handed in, at `offset` of
-    /// chunk `index` arriving from `peer`. Offset 0 starts the chunk:
-    /// anything kept of an unfinished earlier chunk from `peer` is stale.
+    /// chunk `index` arriving over `conn`. Offset 0 starts the chunk:
+    /// anything kept of an unfinished earlier chunk from `conn` is stale.
     Keep {
-        /// The holder sending it.
-        peer: PeerId,
+        /// The connection it came over.
+        conn: Conn,
         /// Chunk index.
         index: u32,
         /// Where the payload goes in the chunk.
         offset: u32,
     },
-    /// Every byte of chunk `index` from `peer` is kept: hash it and report
+    /// Every byte of chunk `index` from `conn` is kept: hash it and report
     /// with [`Input::Hashed`]. Nothing may use the bytes before that.
     Verify {
-        /// The holder that sent it.
-        peer: PeerId,
+        /// The connection it came over.
+        conn: Conn,
         /// Chunk index.
         index: u32,
     },
@@ -224,11 +258,14 @@ impl Source {
 pub struct Download {
     content: ContentId,
     manifest: Option<Manifest>,
-    manifest_from: Option<PeerId>,
+    manifest_from: Option<Conn>,
     slots: Vec<Slot>,
     verified_bytes: u64,
-    sources: BTreeMap<PeerId, Source>,
+    /// Ordered by holder, so a holder's connections are neighbours.
+    sources: BTreeMap<Conn, Source>,
     banned: HashSet<PeerId>,
+    /// Holders a second connection was opened to (once per download).
+    laned: HashSet<PeerId>,
     holders_online: Option<u32>,
     last_want: u64,
     /// Where ties in the chunk order start (random per download).
@@ -249,6 +286,7 @@ impl Download {
             verified_bytes: 0,
             sources: BTreeMap::new(),
             banned: HashSet::new(),
+            laned: HashSet::new(),
             holders_online: None,
             last_want: now,
             start: seed,
@@ -276,13 +314,9 @@ impl Download {
         if self.complete {
             return Status::Verified;
         }
-        let open = self.sources.values().filter(|s| s.open).count() as u32;
+        let open = self.count_holders(|s| s.open);
         if self.manifest.is_some() || open > 0 {
-            let sending = self
-                .sources
-                .values()
-                .filter(|s| s.open && !s.in_flight.is_empty())
-                .count() as u32;
+            let sending = self.count_holders(|s| s.open && !s.in_flight.is_empty());
             return Status::Receiving {
                 received: self.verified_bytes,
                 total: self.manifest.as_ref().map_or(0, |m| m.size),
@@ -304,6 +338,33 @@ impl Download {
             Some(0) => Status::Gone,
             _ => Status::Looking,
         }
+    }
+
+    /// How many holders have a connection for which `f` holds.
+    fn count_holders(&self, f: impl Fn(&Source) -> bool) -> u32 {
+        let mut last = None;
+        let mut n = 0;
+        for (conn, src) in &self.sources {
+            // A holder's connections are neighbours (the map's order).
+            if f(src) && last != Some(conn.peer) {
+                last = Some(conn.peer);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The connections to `peer`.
+    fn conns_of(&self, peer: PeerId) -> Vec<Conn> {
+        self.sources
+            .range(
+                Conn::first(peer)..=Conn {
+                    peer,
+                    lane: u8::MAX,
+                },
+            )
+            .map(|(c, _)| *c)
+            .collect()
     }
 
     /// Byte ranges no connected holder has, once every connected holder
@@ -330,12 +391,13 @@ impl Download {
     /// first request so that the holder sends as soon as the channel opens.
     /// The request counts as sent; `None` if there is nothing to ask yet.
     pub fn request_ahead(&mut self, peer: PeerId, now: u64) -> Option<Request> {
-        let src = self.sources.get_mut(&peer).filter(|s| !s.open)?;
+        let conn = Conn::first(peer);
+        let src = self.sources.get_mut(&conn).filter(|s| !s.open)?;
         if self.manifest.is_none() {
             if self.manifest_from.is_some() {
                 return None;
             }
-            self.manifest_from = Some(peer);
+            self.manifest_from = Some(conn);
             return Some(Request::Manifest {
                 content: self.content,
                 prefetch: PREFETCH,
@@ -356,57 +418,62 @@ impl Download {
         let mut out = Vec::new();
         if self.complete {
             // Late events after completion only need their connection closed.
-            if let Input::Introduced(peer) | Input::Opened(peer) = input {
-                out.push(Action::Disconnect { peer, reason: None });
+            match input {
+                Input::Introduced(peer) => out.push(Action::Disconnect {
+                    conn: Conn::first(peer),
+                    reason: None,
+                }),
+                Input::Opened(conn) => out.push(Action::Disconnect { conn, reason: None }),
+                _ => {}
             }
             return out;
         }
         match input {
             Input::Introduced(peer) => {
                 if !self.banned.contains(&peer)
-                    && !self.sources.contains_key(&peer)
-                    && self.sources.len() < MAX_SOURCES
+                    && !self.sources.contains_key(&Conn::first(peer))
+                    && (self.count_holders(|_| true) as usize) < MAX_SOURCES
                 {
-                    self.sources.insert(peer, Source::new(now));
-                    out.push(Action::Connect(peer));
+                    self.sources.insert(Conn::first(peer), Source::new(now));
+                    out.push(Action::Connect(Conn::first(peer)));
                 }
             }
-            Input::Opened(peer) => {
-                if let Some(src) = self.sources.get_mut(&peer) {
+            Input::Opened(conn) => {
+                if let Some(src) = self.sources.get_mut(&conn) {
                     src.open = true;
                     src.last_progress = now;
                     self.schedule(now, &mut out);
                 }
             }
-            Input::Frame(peer, bytes) => {
-                if self.sources.contains_key(&peer) {
-                    if let Err(why) = self.on_frame(peer, bytes, now, &mut out) {
-                        self.ban(peer, why, now, &mut out);
+            Input::Frame(conn, bytes) => {
+                if self.sources.contains_key(&conn) {
+                    if let Err(why) = self.on_frame(conn, bytes, now, &mut out) {
+                        self.ban(conn.peer, why, now, &mut out);
                     }
                 }
             }
-            Input::ChunkFrame(peer, head) => {
-                if self.sources.contains_key(&peer) {
-                    if let Err(why) = self.on_chunk_frame(peer, head, now, &mut out) {
-                        self.ban(peer, why, now, &mut out);
+            Input::ChunkFrame(conn, head) => {
+                if self.sources.contains_key(&conn) {
+                    if let Err(why) = self.on_chunk_frame(conn, head, now, &mut out) {
+                        self.ban(conn.peer, why, now, &mut out);
                     }
                 }
             }
-            Input::BadFrame(peer, why) => {
-                if self.sources.contains_key(&peer) {
-                    self.ban(peer, why.to_string(), now, &mut out);
+            Input::BadFrame(conn, why) => {
+                if self.sources.contains_key(&conn) {
+                    self.ban(conn.peer, why.to_string(), now, &mut out);
                 }
             }
             Input::Hashed { index, hash } => self.on_hashed(index, hash, now, &mut out),
-            Input::Reply(peer, reply) => {
-                if self.sources.contains_key(&peer) {
-                    self.on_reply(peer, reply, now, &mut out);
+            Input::Reply(conn, reply) => {
+                if self.sources.contains_key(&conn) {
+                    self.on_reply(conn, reply, now, &mut out);
                 }
             }
-            Input::Lost(peer, _why) => {
-                if self.sources.contains_key(&peer) {
+            Input::Lost(conn, _why) => {
+                if self.sources.contains_key(&conn) {
                     // The connection is already gone; nothing to close.
-                    self.forget(peer);
+                    self.forget(conn);
                     self.after_loss(now, &mut out);
                 }
             }
@@ -418,7 +485,8 @@ impl Download {
         out
     }
 
-    fn on_reply(&mut self, peer: PeerId, reply: Reply, now: u64, out: &mut Vec<Action>) {
+    fn on_reply(&mut self, conn: Conn, reply: Reply, now: u64, out: &mut Vec<Action>) {
+        let peer = conn.peer;
         let why = match reply {
             Reply::Has { content, chunks } if content == self.content => {
                 let Some(m) = &self.manifest else {
@@ -433,10 +501,10 @@ impl Download {
                     Ok(has) => has,
                     Err(e) => return self.ban(peer, e.to_string(), now, out),
                 };
-                let src = self.sources.get_mut(&peer).expect("checked by caller");
+                let src = self.sources.get_mut(&conn).expect("checked by caller");
                 // The first `Has` of the holder that sent the manifest: the
                 // leading chunks it has follow, unasked.
-                if self.manifest_from == Some(peer) && src.has.is_none() {
+                if self.manifest_from == Some(conn) && src.has.is_none() {
                     let leading = m.chunk_count().min(PREFETCH);
                     src.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
                     for &i in &src.in_flight {
@@ -448,41 +516,50 @@ impl Download {
                 return self.schedule(now, out);
             }
             Reply::Got { content, index } if content == self.content => {
-                let src = self.sources.get_mut(&peer).expect("checked by caller");
-                // Not asked: ignored.
-                let Some(has) = &mut src.has else { return };
-                if has.insert(index) {
-                    return self.schedule(now, out);
+                // Told on the connection that asked what it has; true of
+                // every connection to that holder.
+                let mut gained = false;
+                for c in self.conns_of(peer) {
+                    let src = self.sources.get_mut(&c).expect("listed");
+                    // Not asked: ignored.
+                    let Some(has) = &mut src.has else { continue };
+                    if index >= has.len() {
+                        return self.ban(
+                            peer,
+                            format!("said it gained chunk {index}, which does not exist"),
+                            now,
+                            out,
+                        );
+                    }
+                    gained |= has.insert(index);
                 }
-                return self.ban(
-                    peer,
-                    format!("said it gained chunk {index}, which does not exist"),
-                    now,
-                    out,
-                );
+                if gained {
+                    self.schedule(now, out);
+                }
+                return;
             }
             Reply::Has { .. } | Reply::Got { .. } => return,
             Reply::Missing { .. } => "the holder no longer has this content".to_owned(),
             Reply::Refused { message } => format!("the holder refused: {message}"),
         };
-        self.drop_source(peer, Some(why), now, out);
+        self.drop_holder(peer, Some(why), now, out);
     }
 
     fn on_frame(
         &mut self,
-        peer: PeerId,
+        conn: Conn,
         bytes: &[u8],
         now: u64,
         out: &mut Vec<Action>,
     ) -> Result<(), String> {
         let frame = Frame::decode(bytes).map_err(|e| e.to_string())?;
         if frame.kind == FrameKind::Chunk {
-            return self.on_chunk_frame(peer, frame.head(), now, out);
+            return self.on_chunk_frame(conn, frame.head(), now, out);
         }
-        if self.manifest.is_some() || self.manifest_from != Some(peer) {
+        if self.manifest.is_some() || self.manifest_from != Some(conn) {
             return Err("sent a manifest nobody asked for".into());
         }
-        let src = self.sources.get_mut(&peer).expect("checked by caller");
+        let src = self.sources.get_mut(&conn).expect("checked by caller");
         src.last_progress = now;
         let asm = match &mut src.manifest_asm {
             Some(asm) => asm,
@@ -503,20 +580,21 @@ impl Download {
             manifest,
             manifest_bytes: bytes,
         });
-        if many && self.sources.len() < MAX_SOURCES {
+        let holders = self.count_holders(|_| true) as usize;
+        if many && holders < MAX_SOURCES {
             // Big content: draw from several holders at once.
             self.last_want = now;
-            out.push(Action::Want((MAX_SOURCES - self.sources.len()) as u8));
+            out.push(Action::Want((MAX_SOURCES - holders) as u8));
         }
         self.schedule(now, out);
         Ok(())
     }
 
-    /// Checks a chunk frame's header against what was asked of `peer`;
+    /// Checks a chunk frame's header against what was asked over `conn`;
     /// its payload is kept by the caller, and hashed once the chunk is whole.
     fn on_chunk_frame(
         &mut self,
-        peer: PeerId,
+        conn: Conn,
         head: FrameHead,
         now: u64,
         out: &mut Vec<Action>,
@@ -524,7 +602,7 @@ impl Download {
         let Some(manifest) = &self.manifest else {
             return Err("sent a chunk before the manifest".into());
         };
-        let src = self.sources.get_mut(&peer).expect("checked by caller");
+        let src = self.sources.get_mut(&conn).expect("checked by caller");
         src.last_progress = now;
         let index = head.index;
         if head.kind != FrameKind::Chunk || src.in_flight.first() != Some(&index) {
@@ -536,15 +614,15 @@ impl Download {
         let cursor = src.arriving.get_or_insert_with(|| Cursor::new(head.total));
         let whole = cursor.advance(&head).map_err(|e| e.to_string())?;
         out.push(Action::Keep {
-            peer,
+            conn,
             index,
             offset: head.offset,
         });
         if whole {
             src.arriving = None;
             src.in_flight.remove(0);
-            self.slots[index as usize] = Slot::Verifying(peer);
-            out.push(Action::Verify { peer, index });
+            self.slots[index as usize] = Slot::Verifying(conn.peer);
+            out.push(Action::Verify { conn, index });
             // Its holder has room for more while this one is hashed.
             self.schedule(now, out);
         }
@@ -569,25 +647,25 @@ impl Download {
         self.slots[index as usize] = Slot::Missing;
         out.push(Action::Discard { index });
         let why = format!("chunk {index} failed verification");
-        if self.sources.contains_key(&from) {
-            self.ban(from, why, now, out);
-        } else {
+        if self.conns_of(from).is_empty() {
             // It left meanwhile; it is not asked again if it returns.
             self.banned.insert(from);
             self.schedule(now, out);
+        } else {
+            self.ban(from, why, now, out);
         }
     }
 
     /// Asks for the manifest first; then asks every open holder what it
-    /// has, and hands missing chunks to holders with room in their
+    /// has, and hands missing chunks to connections with room in their
     /// pipeline (see [`scheduler`]).
     fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(manifest) = &self.manifest else {
             if self.manifest_from.is_none() {
-                if let Some((&peer, _)) = self.sources.iter().find(|(_, s)| s.open) {
-                    self.manifest_from = Some(peer);
+                if let Some((&conn, _)) = self.sources.iter().find(|(_, s)| s.open) {
+                    self.manifest_from = Some(conn);
                     out.push(Action::Send(
-                        peer,
+                        conn,
                         Request::Manifest {
                             content: self.content,
                             prefetch: PREFETCH,
@@ -602,10 +680,19 @@ impl Download {
         }
         let count = manifest.chunk_count();
         // How many connected holders have each chunk, and how many of them
-        // only partly hold the content.
+        // only partly hold the content. A holder's second connection
+        // shares the first one's availability: counted once.
         let mut rarity = vec![0u16; count as usize];
         let mut partly = vec![false; count as usize];
-        for has in self.sources.values().filter_map(|s| s.has.as_ref()) {
+        let mut last = None;
+        for (conn, has) in self
+            .sources
+            .iter()
+            .filter_map(|(c, s)| Some((c, s.has.as_ref()?)))
+        {
+            if last.replace(conn.peer) == Some(conn.peer) {
+                continue;
+            }
             let full = has.is_full();
             for (i, r) in rarity.iter_mut().enumerate() {
                 if has.contains(i as u32) {
@@ -615,12 +702,12 @@ impl Download {
             }
         }
         let block = (BLOCK_BYTES / manifest.chunk_size).max(1);
-        for (&peer, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
+        for (&conn, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
             let Some(has) = &src.has else {
                 if !std::mem::replace(&mut src.asked_has, true) {
                     src.last_progress = now;
                     out.push(Action::Send(
-                        peer,
+                        conn,
                         Request::Has {
                             content: self.content,
                         },
@@ -650,42 +737,84 @@ impl Download {
             }
             src.in_flight.extend_from_slice(&indices);
             out.push(Action::Send(
-                peer,
+                conn,
                 Request::Chunks {
                     content: self.content,
                     indices,
                 },
             ));
         }
+        self.second_lane(now, out);
+    }
+
+    /// Opens a second connection to the only holder online, once, for big
+    /// content with much still to come (see [`SECOND_LANE_BYTES`]). It
+    /// shares what the first one was told the holder has.
+    fn second_lane(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(m) = &self.manifest else { return };
+        let remaining = m.size - self.verified_bytes;
+        if m.size < SECOND_LANE_BYTES
+            || remaining < SECOND_LANE_BYTES / 2
+            || self.verified_bytes < SECOND_LANE_AFTER_BYTES
+            // Counting this peer, which holds from the manifest on.
+            || self.holders_online != Some(2)
+            || self.sources.len() != 1
+        {
+            return;
+        }
+        let Some((&first, src)) = self.sources.iter().next() else {
+            return;
+        };
+        if first.lane != 0 || !src.open || self.laned.contains(&first.peer) {
+            return;
+        }
+        let Some(has) = src.has.clone() else { return };
+        self.laned.insert(first.peer);
+        let conn = Conn {
+            peer: first.peer,
+            lane: 1,
+        };
+        let mut lane = Source::new(now);
+        lane.has = Some(has);
+        lane.asked_has = true;
+        self.sources.insert(conn, lane);
+        out.push(Action::Connect(conn));
     }
 
     fn finish(&mut self, out: &mut Vec<Action>) {
         self.complete = true;
-        for peer in std::mem::take(&mut self.sources).into_keys() {
-            out.push(Action::Disconnect { peer, reason: None });
+        for conn in std::mem::take(&mut self.sources).into_keys() {
+            out.push(Action::Disconnect { conn, reason: None });
         }
         out.push(Action::Complete);
     }
 
     fn ban(&mut self, peer: PeerId, why: String, now: u64, out: &mut Vec<Action>) {
         self.banned.insert(peer);
-        self.drop_source(peer, Some(why), now, out);
+        self.drop_holder(peer, Some(why), now, out);
     }
 
-    fn drop_source(&mut self, peer: PeerId, why: Option<String>, now: u64, out: &mut Vec<Action>) {
-        self.forget(peer);
-        out.push(Action::Disconnect { peer, reason: why });
+    /// Closes every connection to `peer`.
+    fn drop_holder(&mut self, peer: PeerId, why: Option<String>, now: u64, out: &mut Vec<Action>) {
+        for conn in self.conns_of(peer) {
+            self.forget(conn);
+            out.push(Action::Disconnect {
+                conn,
+                reason: why.clone(),
+            });
+        }
         self.after_loss(now, out);
     }
 
-    /// Removes a holder and puts its unfinished chunks back up for grabs.
-    fn forget(&mut self, peer: PeerId) {
-        if let Some(src) = self.sources.remove(&peer) {
+    /// Removes a connection and puts its unfinished chunks back up for
+    /// grabs.
+    fn forget(&mut self, conn: Conn) {
+        if let Some(src) = self.sources.remove(&conn) {
             for index in src.in_flight {
                 self.slots[index as usize] = Slot::Missing;
             }
         }
-        if self.manifest_from == Some(peer) {
+        if self.manifest_from == Some(conn) {
             self.manifest_from = None;
         }
     }
@@ -699,23 +828,37 @@ impl Download {
     }
 
     fn check_timeouts(&mut self, now: u64, out: &mut Vec<Action>) {
-        let late: Vec<(PeerId, String)> = self
+        let late: Vec<(Conn, String)> = self
             .sources
             .iter()
-            .filter_map(|(peer, s)| {
+            .filter_map(|(conn, s)| {
                 let idle = now.saturating_sub(s.last_progress);
                 if !s.open && idle > CONNECT_TIMEOUT_MS {
-                    Some((*peer, "could not connect in time".to_owned()))
-                } else if s.open && self.owes_data(peer, s) && idle > STALL_TIMEOUT_MS {
-                    Some((*peer, "stalled: sent nothing for 5 s".to_owned()))
+                    Some((*conn, "could not connect in time".to_owned()))
+                } else if s.open && self.owes_data(conn, s) && idle > STALL_TIMEOUT_MS {
+                    Some((*conn, "stalled: sent nothing for 5 s".to_owned()))
                 } else {
                     None
                 }
             })
             .collect();
-        for (peer, why) in late {
+        for (conn, why) in late {
+            if conn.lane > 0 && !self.sources.get(&conn).is_some_and(|s| s.open) {
+                // A second connection that never opened: the first one
+                // still serves.
+                if self.sources.contains_key(&conn) {
+                    self.forget(conn);
+                    out.push(Action::Disconnect {
+                        conn,
+                        reason: Some(why),
+                    });
+                }
+                continue;
+            }
             // A stalled holder is not trusted again during this download.
-            self.ban(peer, why, now, out);
+            if !self.banned.contains(&conn.peer) {
+                self.ban(conn.peer, why, now, out);
+            }
         }
         if now.saturating_sub(self.last_want) >= WANT_RETRY_MS {
             if let Some(n) = self.more_holders() {
@@ -738,16 +881,17 @@ impl Download {
             return (others > 0).then_some(1);
         }
         let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
-        let known = (self.sources.len() + self.banned.len()) as u32;
-        let room = (MAX_SOURCES - self.sources.len()) as u32;
+        let holders = self.count_holders(|_| true) as usize;
+        let known = (holders + self.banned.len()) as u32;
+        let room = (MAX_SOURCES - holders) as u32;
         let n = others.saturating_sub(known).min(room);
         (many && n > 0).then_some(n as u8)
     }
 
-    fn owes_data(&self, peer: &PeerId, src: &Source) -> bool {
+    fn owes_data(&self, conn: &Conn, src: &Source) -> bool {
         !src.in_flight.is_empty()
             || (src.asked_has && src.has.is_none())
-            || (self.manifest.is_none() && self.manifest_from == Some(*peer))
+            || (self.manifest.is_none() && self.manifest_from == Some(*conn))
     }
 }
 

@@ -274,11 +274,21 @@ pub enum PeerSignal {
         sdp: String,
         /// Which content the offerer wants from the holder.
         content: ContentId,
+        /// Which connection between the two peers this is about: 0, or 1
+        /// for a second one to the same holder (see
+        /// [`crate::download::Conn`]). Absent means 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u8,
     },
     /// SDP answer to an [`PeerSignal::Offer`].
     Answer {
         /// The session description.
         sdp: String,
+        /// Which connection between the two peers this is about: 0, or 1
+        /// for a second one to the same holder (see
+        /// [`crate::download::Conn`]). Absent means 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u8,
     },
     /// A holder's ready offer, sent to the broker in `ClientMsg::Ready`
     /// before any wanter exists. ICE gathering is complete, so the SDP
@@ -311,6 +321,11 @@ pub enum PeerSignal {
         /// `sdpMLineIndex`.
         #[serde(default)]
         sdp_m_line_index: Option<u16>,
+        /// Which connection between the two peers this is about: 0, or 1
+        /// for a second one to the same holder (see
+        /// [`crate::download::Conn`]). Absent means 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u8,
     },
     /// The sender gives up on this connection (e.g. it no longer holds the
     /// content), so the other side can move on at once.
@@ -319,7 +334,16 @@ pub enum PeerSignal {
         fetcher: bool,
         /// Why.
         reason: String,
+        /// Which connection between the two peers this is about: 0, or 1
+        /// for a second one to the same holder (see
+        /// [`crate::download::Conn`]). Absent means 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lane: u8,
     },
+}
+
+fn is_zero(lane: &u8) -> bool {
+    *lane == 0
 }
 
 #[cfg(test)]
@@ -332,7 +356,11 @@ mod tests {
 
     #[test]
     fn signal_kinds_come_from_the_tag_alone() {
-        let offer = serde_json::to_string(&PeerSignal::Answer { sdp: "v=0".into() }).unwrap();
+        let offer = serde_json::to_string(&PeerSignal::Answer {
+            sdp: "v=0".into(),
+            lane: 0,
+        })
+        .unwrap();
         assert_eq!(signal_kind(&offer), SignalKind::Answer);
         assert_eq!(
             signal_kind(r#"{"sdp":"x","kind":"offer","content":"y"}"#),

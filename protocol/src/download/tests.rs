@@ -121,10 +121,12 @@ struct Swarm<'a> {
     fx: &'a Fixture,
     holders: HashMap<PeerId, Holder>,
     /// The chunk arriving from each holder, as kept so far.
-    arriving: HashMap<PeerId, Vec<u8>>,
+    arriving: HashMap<Conn, Vec<u8>>,
     /// Whole chunks waiting for their hash to be compared.
     verifying: HashMap<u32, Vec<u8>>,
     stored: HashMap<u32, Vec<u8>>,
+    /// Chunks asked over each connection.
+    asked_over: HashMap<Conn, usize>,
     complete: bool,
 }
 
@@ -136,6 +138,7 @@ impl<'a> Swarm<'a> {
             arriving: HashMap::new(),
             verifying: HashMap::new(),
             stored: HashMap::new(),
+            asked_over: HashMap::new(),
             complete: false,
         }
     }
@@ -147,16 +150,32 @@ impl<'a> Swarm<'a> {
     /// Delivers every `Send` to its holder and feeds the answers back,
     /// until nothing is left to send. Keeps stored chunks; returns the
     /// other actions seen.
-    fn pump(&mut self, dl: &mut Download, mut actions: Vec<Action>, now: u64) -> Vec<Action> {
+    fn pump(&mut self, dl: &mut Download, actions: Vec<Action>, now: u64) -> Vec<Action> {
+        self.pump_until(dl, actions, now, |_| false).0
+    }
+
+    /// As `pump`, but stops after carrying out the first action `stop`
+    /// matches; also returns the actions still to do.
+    fn pump_until(
+        &mut self,
+        dl: &mut Download,
+        mut actions: Vec<Action>,
+        now: u64,
+        stop: impl Fn(&Action) -> bool,
+    ) -> (Vec<Action>, Vec<Action>) {
         let mut seen = Vec::new();
         while let Some(action) = (!actions.is_empty()).then(|| actions.remove(0)) {
+            let last = stop(&action);
             match action {
-                Action::Send(p, req) => {
-                    let Some(holder) = self.holders.get_mut(&p) else {
+                Action::Send(conn, req) => {
+                    if let Request::Chunks { indices, .. } = &req {
+                        *self.asked_over.entry(conn).or_default() += indices.len();
+                    }
+                    let Some(holder) = self.holders.get_mut(&conn.peer) else {
                         continue;
                     };
                     let msgs = holder.answer(self.fx, &req);
-                    actions.extend(self.deliver(dl, p, msgs, now));
+                    actions.extend(self.deliver(dl, conn, msgs, now));
                 }
                 // Hashing happens later than keeping, as in a browser.
                 Action::Verify { index, .. } => {
@@ -185,45 +204,48 @@ impl<'a> Swarm<'a> {
                 }
                 other => seen.push(other),
             }
+            if last {
+                break;
+            }
         }
-        seen
+        (seen, actions)
     }
 
     /// Hands a holder's messages to the download as the browser layer
     /// does: chunk frames by their header, keeping the payload where the
     /// download says at once (the next frame may start another chunk).
-    fn deliver(&mut self, dl: &mut Download, p: PeerId, msgs: Vec<Msg>, now: u64) -> Vec<Action> {
+    fn deliver(&mut self, dl: &mut Download, conn: Conn, msgs: Vec<Msg>, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
         for msg in msgs {
             let f = match msg {
                 Msg::Reply(r) => {
-                    out.extend(dl.handle(Input::Reply(p, r), now));
+                    out.extend(dl.handle(Input::Reply(conn, r), now));
                     continue;
                 }
                 Msg::Frame(f) => f,
             };
             let head = FrameHead::decode(&f[..HEADER], f.len()).unwrap();
             let actions = match head.kind {
-                FrameKind::Chunk => dl.handle(Input::ChunkFrame(p, head), now),
-                FrameKind::Manifest => dl.handle(Input::Frame(p, &f), now),
+                FrameKind::Chunk => dl.handle(Input::ChunkFrame(conn, head), now),
+                FrameKind::Manifest => dl.handle(Input::Frame(conn, &f), now),
             };
             for a in &actions {
                 match *a {
                     Action::Keep {
-                        peer,
+                        conn: to,
                         index,
                         offset,
                     } => {
-                        assert_eq!((peer, index), (p, head.index));
-                        let buf = self.arriving.entry(p).or_default();
+                        assert_eq!((to, index), (conn, head.index));
+                        let buf = self.arriving.entry(conn).or_default();
                         if offset == 0 {
                             buf.clear();
                         }
                         assert_eq!(buf.len(), offset as usize);
                         buf.extend_from_slice(&f[HEADER..]);
                     }
-                    Action::Verify { peer, index } => {
-                        let whole = self.arriving.remove(&peer).unwrap();
+                    Action::Verify { conn, index } => {
+                        let whole = self.arriving.remove(&conn).unwrap();
                         assert!(self.verifying.insert(index, whole).is_none());
                     }
                     _ => {}
@@ -255,14 +277,14 @@ impl<'a> Swarm<'a> {
 fn join(dl: &mut Download, p: PeerId, now: u64) -> Vec<Action> {
     assert_eq!(
         dl.handle(Input::Introduced(p), now),
-        vec![Action::Connect(p)]
+        vec![Action::Connect(Conn::first(p))]
     );
-    dl.handle(Input::Opened(p), now)
+    dl.handle(Input::Opened(Conn::first(p)), now)
 }
 
 fn dropped_for(seen: &[Action], p: PeerId, needle: &str) -> bool {
     seen.iter().any(|a| {
-        matches!(a, Action::Disconnect { peer, reason: Some(r) } if *peer == p && r.contains(needle))
+        matches!(a, Action::Disconnect { conn, reason: Some(r) } if conn.peer == p && r.contains(needle))
     })
 }
 
@@ -275,14 +297,14 @@ fn single_holder_happy_path() {
     assert_eq!(dl.status(), Status::Looking);
     assert_eq!(
         dl.handle(Input::Introduced(peer(1)), 0),
-        vec![Action::Connect(peer(1))]
+        vec![Action::Connect(Conn::first(peer(1)))]
     );
     assert_eq!(dl.status(), Status::Connecting);
-    let actions = dl.handle(Input::Opened(peer(1)), 5);
+    let actions = dl.handle(Input::Opened(Conn::first(peer(1))), 5);
     assert_eq!(
         actions,
         vec![Action::Send(
-            peer(1),
+            Conn::first(peer(1)),
             Request::Manifest {
                 content: fx.address(),
                 prefetch: PREFETCH
@@ -293,7 +315,7 @@ fn single_holder_happy_path() {
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     assert!(matches!(&seen[0], Action::Manifest { manifest, .. } if *manifest == fx.manifest));
     assert!(seen.contains(&Action::Disconnect {
-        peer: peer(1),
+        conn: Conn::first(peer(1)),
         reason: None
     }));
     assert_eq!(dl.status(), Status::Verified);
@@ -365,11 +387,11 @@ fn several_holders_share_the_chunks() {
     }
     let mut dl = Download::new(fx.address(), 0, 0);
     dl.handle(Input::Introduced(peer(1)), 0);
-    let first = dl.handle(Input::Opened(peer(1)), 0);
+    let first = dl.handle(Input::Opened(Conn::first(peer(1))), 0);
     // Only the manifest and the availability: the rest is owed.
     let mut after_manifest = Vec::new();
     for frame in fx.manifest_frames() {
-        after_manifest.extend(dl.handle(Input::Frame(peer(1), &frame), 0));
+        after_manifest.extend(dl.handle(Input::Frame(Conn::first(peer(1)), &frame), 0));
     }
     assert!(matches!(&after_manifest[0], Action::Manifest { .. }));
     assert_eq!(after_manifest[1], Action::Want(3));
@@ -377,12 +399,12 @@ fn several_holders_share_the_chunks() {
         content: fx.address(),
         chunks: Have::All,
     };
-    let more = dl.handle(Input::Reply(peer(1), has), 0);
+    let more = dl.handle(Input::Reply(Conn::first(peer(1)), has), 0);
     // The prefetched chunk 0 is owed; the pipeline fills up behind it.
     assert_eq!(
         more,
         vec![Action::Send(
-            peer(1),
+            Conn::first(peer(1)),
             Request::Chunks {
                 content: fx.address(),
                 indices: vec![1, 2, 3]
@@ -393,7 +415,7 @@ fn several_holders_share_the_chunks() {
     assert_eq!(
         actions,
         vec![Action::Send(
-            peer(2),
+            Conn::first(peer(2)),
             Request::Has {
                 content: fx.address()
             }
@@ -409,7 +431,7 @@ fn several_holders_share_the_chunks() {
     for i in 0..PREFETCH {
         leading.extend(swarm.holders.get_mut(&peer(1)).unwrap().chunks(&fx, &[i]));
     }
-    actions.extend(swarm.deliver(&mut dl, peer(1), leading, 1));
+    actions.extend(swarm.deliver(&mut dl, Conn::first(peer(1)), leading, 1));
     swarm.pump(&mut dl, actions, 1);
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     for p in 1..=3 {
@@ -439,8 +461,9 @@ fn rarest_chunks_are_asked_of_the_only_holder_that_has_them() {
     let Msg::Reply(has) = holder1.answer(&fx, &actions[0].request()).remove(0) else {
         unreachable!()
     };
-    let asked = dl.handle(Input::Reply(peer(1), has), 1);
-    let Some(Action::Send(p, Request::Chunks { indices, .. })) = asked.first() else {
+    let asked = dl.handle(Input::Reply(Conn::first(peer(1)), has), 1);
+    let Some(Action::Send(Conn { peer: p, .. }, Request::Chunks { indices, .. })) = asked.first()
+    else {
         panic!("{asked:?}")
     };
     assert_eq!(*p, peer(1));
@@ -495,11 +518,11 @@ fn partial_holders_serve_what_they_have_then_the_missing_part_is_reported_and_re
         index: 4,
     };
     swarm.holders.get_mut(&peer(1)).unwrap().has.insert(4);
-    let actions = dl.handle(Input::Reply(peer(1), got), 2);
+    let actions = dl.handle(Input::Reply(Conn::first(peer(1)), got), 2);
     assert_eq!(
         actions,
         vec![Action::Send(
-            peer(1),
+            Conn::first(peer(1)),
             Request::Chunks {
                 content: fx.address(),
                 indices: vec![4]
@@ -523,27 +546,27 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
     let mut dl = Download::new(fx.address(), 0, 0);
     join(&mut dl, peer(1), 0);
     for frame in fx.manifest_frames() {
-        dl.handle(Input::Frame(peer(1), &frame), 0);
+        dl.handle(Input::Frame(Conn::first(peer(1)), &frame), 0);
     }
     let has = Reply::Has {
         content: fx.address(),
         chunks: Have::All,
     };
-    dl.handle(Input::Reply(peer(1), has), 0);
+    dl.handle(Input::Reply(Conn::first(peer(1)), has), 0);
     // Chunk 0 arrives, then the holder vanishes with 1..4 in flight.
     let mut swarm = Swarm::new(&fx);
     let frames = fx.chunk_frames(0).into_iter().map(Msg::Frame).collect();
-    let kept = swarm.deliver(&mut dl, peer(1), frames, 0);
+    let kept = swarm.deliver(&mut dl, Conn::first(peer(1)), frames, 0);
     assert_eq!(
         kept[..2],
         [
             Action::Keep {
-                peer: peer(1),
+                conn: Conn::first(peer(1)),
                 index: 0,
                 offset: 0
             },
             Action::Verify {
-                peer: peer(1),
+                conn: Conn::first(peer(1)),
                 index: 0
             }
         ]
@@ -556,7 +579,7 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
         dl.status(),
         Status::Receiving { received: 1024, .. }
     ));
-    let after = dl.handle(Input::Lost(peer(1), "closed".into()), 1);
+    let after = dl.handle(Input::Lost(Conn::first(peer(1)), "closed".into()), 1);
     assert_eq!(after, vec![Action::Want(1)]);
     assert!(!dl.is_banned(&peer(1)));
     swarm.add(peer(2), Holder::full(&fx));
@@ -575,7 +598,7 @@ fn stalled_and_unreachable_holders_are_dropped() {
     dl.handle(Input::Holders(2), 0);
     dl.handle(Input::Introduced(peer(1)), 0);
     dl.handle(Input::Introduced(peer(2)), 0);
-    dl.handle(Input::Opened(peer(1)), 100);
+    dl.handle(Input::Opened(Conn::first(peer(1))), 100);
     // Peer 1 owes the manifest; peer 2 never opens.
     assert!(dl.handle(Input::Tick, 100 + STALL_TIMEOUT_MS).is_empty());
     let out = dl.handle(Input::Tick, 101 + STALL_TIMEOUT_MS);
@@ -594,7 +617,7 @@ fn a_holder_that_never_says_what_it_has_is_dropped() {
     join(&mut dl, peer(1), 0);
     // The manifest, but no `Has` after it.
     for frame in fx.manifest_frames() {
-        dl.handle(Input::Frame(peer(1), &frame), 0);
+        dl.handle(Input::Frame(Conn::first(peer(1)), &frame), 0);
     }
     let out = dl.handle(Input::Tick, STALL_TIMEOUT_MS + 1);
     assert!(dropped_for(&out, peer(1), "stalled"));
@@ -610,18 +633,18 @@ fn bad_availability_bans_the_holder() {
         content: fx.address(),
         chunks: Have::All,
     };
-    let out = dl.handle(Input::Reply(peer(1), has), 0);
+    let out = dl.handle(Input::Reply(Conn::first(peer(1)), has), 0);
     assert!(dropped_for(&out, peer(1), "before the manifest"));
     // A bitfield of the wrong size.
     join(&mut dl, peer(2), 0);
     for frame in fx.manifest_frames() {
-        dl.handle(Input::Frame(peer(2), &frame), 0);
+        dl.handle(Input::Frame(Conn::first(peer(2)), &frame), 0);
     }
     let has = Reply::Has {
         content: fx.address(),
         chunks: Have::Some("ffff".into()),
     };
-    let out = dl.handle(Input::Reply(peer(2), has), 0);
+    let out = dl.handle(Input::Reply(Conn::first(peer(2)), has), 0);
     assert!(dropped_for(&out, peer(2), "bitfield"));
     assert!(dl.is_banned(&peer(2)));
 }
@@ -670,7 +693,7 @@ fn missing_reply_moves_on_without_banning() {
     join(&mut dl, peer(1), 0);
     let out = dl.handle(
         Input::Reply(
-            peer(1),
+            Conn::first(peer(1)),
             Reply::Missing {
                 content: fx.address(),
             },
@@ -688,7 +711,7 @@ fn unsolicited_frames_ban_the_sender() {
     let mut dl = Download::new(fx.address(), 0, 0);
     join(&mut dl, peer(1), 0);
     let chunk = fx.chunk_frames(0).remove(0);
-    let out = dl.handle(Input::Frame(peer(1), &chunk), 0);
+    let out = dl.handle(Input::Frame(Conn::first(peer(1)), &chunk), 0);
     assert!(dl.is_banned(&peer(1)));
     assert!(dropped_for(&out, peer(1), "before the manifest"));
 }
@@ -705,7 +728,7 @@ fn an_unreadable_message_bans_its_sender() {
         .read(&Frame::stream_header(0, 10), HEADER)
         .expect("a stream header");
     let why = reader.read(&[0; HEADER], 11).expect_err("too long");
-    let out = dl.handle(Input::BadFrame(peer(1), why), 0);
+    let out = dl.handle(Input::BadFrame(Conn::first(peer(1)), why), 0);
     assert!(dl.is_banned(&peer(1)));
     assert!(dropped_for(&out, peer(1), "overruns"));
 }
@@ -718,7 +741,7 @@ fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
     let mut dl = Download::new(fx.address(), 0, 0);
     assert_eq!(
         dl.handle(Input::Introduced(peer(1)), 0),
-        vec![Action::Connect(peer(1))]
+        vec![Action::Connect(Conn::first(peer(1)))]
     );
     let first = dl.request_ahead(peer(1), 0).expect("asks for the manifest");
     assert_eq!(
@@ -732,8 +755,8 @@ fn request_ahead_rides_on_the_answer_and_is_not_repeated_on_open() {
     dl.handle(Input::Introduced(peer(2)), 0);
     assert_eq!(dl.request_ahead(peer(2), 0), None);
     // Opening sends nothing more; the holder pushes what was asked.
-    assert!(dl.handle(Input::Opened(peer(1)), 1).is_empty());
-    swarm.pump(&mut dl, vec![Action::Send(peer(1), first)], 2);
+    assert!(dl.handle(Input::Opened(Conn::first(peer(1))), 1).is_empty());
+    swarm.pump(&mut dl, vec![Action::Send(Conn::first(peer(1)), first)], 2);
     assert_eq!(swarm.data(), Some(fx.data.clone()));
 }
 
@@ -743,7 +766,7 @@ fn request_ahead_after_the_manifest_asks_what_the_holder_has() {
     let mut dl = Download::new(fx.address(), 0, 0);
     join(&mut dl, peer(1), 0);
     for frame in fx.manifest_frames() {
-        dl.handle(Input::Frame(peer(1), &frame), 1);
+        dl.handle(Input::Frame(Conn::first(peer(1)), &frame), 1);
     }
     dl.handle(Input::Introduced(peer(2)), 1);
     assert_eq!(
@@ -757,7 +780,7 @@ fn request_ahead_after_the_manifest_asks_what_the_holder_has() {
     assert_eq!(dl.request_ahead(peer(1), 1), None);
     assert_eq!(dl.request_ahead(peer(3), 1), None);
     // Opening does not ask again.
-    assert!(dl.handle(Input::Opened(peer(2)), 2).is_empty());
+    assert!(dl.handle(Input::Opened(Conn::first(peer(2))), 2).is_empty());
 }
 
 #[test]
@@ -778,13 +801,13 @@ fn a_chunk_hashed_after_its_holder_left_is_judged_all_the_same() {
         .get_mut(&peer(1))
         .unwrap()
         .answer(&fx, request);
-    let actions = swarm.deliver(&mut dl, peer(1), msgs, 0);
+    let actions = swarm.deliver(&mut dl, Conn::first(peer(1)), msgs, 0);
     assert!(actions.contains(&Action::Verify {
-        peer: peer(1),
+        conn: Conn::first(peer(1)),
         index: 0
     }));
     // It leaves while chunk 0 is being hashed.
-    dl.handle(Input::Lost(peer(1), "closed".into()), 1);
+    dl.handle(Input::Lost(Conn::first(peer(1)), "closed".into()), 1);
     let hash = ChunkHash::of(&swarm.verifying[&0]);
     let out = dl.handle(Input::Hashed { index: 0, hash }, 2);
     assert_eq!(out, vec![Action::Discard { index: 0 }]);
@@ -830,4 +853,178 @@ fn the_full_holder_is_left_what_no_partial_holder_has() {
         "the seeder served {seeder:?}"
     );
     assert!((24..32).all(|i| seeder.contains(&i)));
+}
+
+/// Content big enough for a second connection.
+fn big() -> Fixture {
+    Fixture::new(SECOND_LANE_BYTES as usize + 100_000, 256 * 1024)
+}
+
+/// A lone holder of `fx`: it and the download's peer (once it has the
+/// manifest) are the two holders online.
+fn lone_holder(fx: &Fixture) -> (Swarm<'_>, Download) {
+    let mut swarm = Swarm::new(fx);
+    swarm.add(peer(1), Holder::full(fx));
+    let mut dl = Download::new(fx.address(), 0, 7);
+    dl.handle(Input::Holders(2), 0);
+    (swarm, dl)
+}
+
+fn second_lane(p: PeerId) -> Conn {
+    Conn { peer: p, lane: 1 }
+}
+
+#[test]
+fn big_content_from_a_lone_holder_comes_over_two_connections() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let actions = join(&mut dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (seen, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    assert_eq!(seen.last(), Some(&Action::Connect(lane)));
+    assert!(
+        matches!(dl.status(), Status::Receiving { received, .. } if received >= SECOND_LANE_AFTER_BYTES)
+    );
+    // Asks nothing of it: it shares what the first connection was told.
+    rest.extend(dl.handle(Input::Opened(lane), 2));
+    assert!(rest.contains(&Action::Send(
+        lane,
+        Request::Chunks {
+            content: fx.address(),
+            indices: match rest.iter().find_map(|a| match a {
+                Action::Send(c, Request::Chunks { indices, .. }) if *c == lane =>
+                    Some(indices.clone()),
+                _ => None,
+            }) {
+                Some(i) => i,
+                None => panic!("nothing asked over the second connection: {rest:?}"),
+            },
+        }
+    )));
+    assert!(!rest
+        .iter()
+        .any(|a| matches!(a, Action::Send(c, Request::Has { .. }) if *c == lane)));
+    let seen = swarm.pump(&mut dl, rest, 3);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(swarm.asked_over[&lane] > 4, "{:?}", swarm.asked_over);
+    assert!(swarm.asked_over[&Conn::first(peer(1))] > 4);
+    // Both close at the end; one holder counts once.
+    for conn in [Conn::first(peer(1)), lane] {
+        assert!(seen.contains(&Action::Disconnect { conn, reason: None }));
+    }
+    assert_eq!(dl.status(), Status::Verified);
+}
+
+#[test]
+fn no_second_connection_while_other_holders_are_online_or_for_small_content() {
+    // Another holder online: the download spreads over holders instead.
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    dl.handle(Input::Holders(3), 0);
+    let actions = join(&mut dl, peer(1), 0);
+    let seen = swarm.pump(&mut dl, actions, 1);
+    assert!(swarm.complete);
+    assert!(!seen
+        .iter()
+        .any(|a| matches!(a, Action::Connect(c) if c.lane > 0)));
+
+    let fx = Fixture::new(SECOND_LANE_BYTES as usize / 2, 256 * 1024);
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 7);
+    dl.handle(Input::Holders(2), 0);
+    let actions = join(&mut dl, peer(1), 0);
+    let seen = swarm.pump(&mut dl, actions, 1);
+    assert!(swarm.complete);
+    assert!(!seen
+        .iter()
+        .any(|a| matches!(a, Action::Connect(c) if c.lane > 0)));
+}
+
+#[test]
+fn bad_data_on_one_connection_drops_both() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let actions = join(&mut dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    rest.extend(dl.handle(Input::Opened(lane), 2));
+    // The next chunk the second connection delivers is corrupt.
+    let asked = rest
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(c, Request::Chunks { indices, .. }) if *c == lane => Some(indices[0]),
+            _ => None,
+        })
+        .expect("asked over the second connection");
+    swarm.holders.get_mut(&peer(1)).unwrap().corrupt = Some(asked);
+    let seen = swarm.pump(&mut dl, rest, 3);
+    assert!(dropped_for(&seen, peer(1), "failed verification"));
+    let dropped: Vec<Conn> = seen
+        .iter()
+        .filter_map(|a| match a {
+            Action::Disconnect {
+                conn,
+                reason: Some(_),
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![Conn::first(peer(1)), lane]);
+    assert!(dl.is_banned(&peer(1)));
+    assert!(!swarm.complete);
+    // Nothing more goes to either connection.
+    assert!(dl.handle(Input::Opened(lane), 4).is_empty());
+}
+
+#[test]
+fn a_second_connection_that_never_opens_costs_nothing_else() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let actions = join(&mut dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (_, rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    // The first connection goes on; the second never opens.
+    let stores = std::cell::Cell::new(0);
+    let later = CONNECT_TIMEOUT_MS;
+    let (_, rest) = swarm.pump_until(&mut dl, rest, later, |a| {
+        stores.set(stores.get() + u32::from(matches!(a, Action::Store { .. })));
+        stores.get() == 8
+    });
+    let mut actions = dl.handle(Input::Tick, later + 2);
+    assert!(actions.contains(&Action::Disconnect {
+        conn: lane,
+        reason: Some("could not connect in time".into())
+    }));
+    assert!(!dl.is_banned(&peer(1)));
+    actions.extend(rest);
+    let seen = swarm.pump(&mut dl, actions, later + 3);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    // Not retried: once per download.
+    assert!(!seen
+        .iter()
+        .any(|a| matches!(a, Action::Connect(c) if *c == lane)));
+}
+
+#[test]
+fn losing_the_second_connection_puts_its_chunks_back() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let actions = join(&mut dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    let opened = dl.handle(Input::Opened(lane), 2);
+    assert!(opened
+        .iter()
+        .any(|a| matches!(a, Action::Send(c, Request::Chunks { .. }) if *c == lane)));
+    // Its requests never reach the holder: the connection drops first.
+    rest.extend(
+        opened
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Send(c, _) if *c == lane)),
+    );
+    rest.extend(dl.handle(Input::Lost(lane, "closed".into()), 3));
+    swarm.pump(&mut dl, rest, 4);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(!dl.is_banned(&peer(1)));
 }
