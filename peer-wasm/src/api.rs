@@ -265,8 +265,9 @@ impl Peer {
         self.inner.borrow_mut().set_on_event(handler);
     }
 
-    /// Payload bytes moved over data channels:
-    /// `{bytesFromPeers, bytesToPeers}`.
+    /// Payload bytes moved over data channels, and how many data channels
+    /// opened (a big download from a lone holder opens two):
+    /// `{bytesFromPeers, bytesToPeers, channelsOpened}`.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let s = self.inner.borrow().stats();
         let obj = Object::new();
@@ -276,6 +277,11 @@ impl Peer {
             &(s.from_peers as f64).into(),
         )?;
         Reflect::set(&obj, &"bytesToPeers".into(), &(s.to_peers as f64).into())?;
+        Reflect::set(
+            &obj,
+            &"channelsOpened".into(),
+            &(s.channels_opened as f64).into(),
+        )?;
         Ok(obj.into())
     }
 

@@ -109,6 +109,8 @@ struct Peering {
     /// A request that came with a ready answer: served once the channel
     /// opens, without waiting for it to cross the channel.
     ahead: Option<Request>,
+    /// Whether its channel opened (a received channel can report it twice).
+    opened: bool,
 }
 
 impl Peering {
@@ -119,6 +121,7 @@ impl Peering {
             reader: Reader::default(),
             created: now(),
             ahead: None,
+            opened: false,
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct Stats {
     pub from_peers: u64,
     /// Sent to other peers.
     pub to_peers: u64,
+    /// Data channels that opened, fetching or serving.
+    pub channels_opened: u64,
 }
 
 /// Everything a peer knows and owns.
@@ -1024,21 +1029,30 @@ impl Inner {
                     }
                 }
             }
-            LinkEvent::Open => match self.links.get_mut(&key) {
-                Some(Peering {
-                    role: Role::Fetch(content),
-                    ..
-                }) => {
-                    let content = *content;
-                    self.drive(content, Input::Opened(key.conn()));
+            LinkEvent::Open => {
+                let Some(p) = self.links.get_mut(&key) else {
+                    return;
+                };
+                if std::mem::replace(&mut p.opened, true) {
+                    return;
                 }
-                Some(p) => {
-                    if let Some(request) = p.ahead.take() {
-                        self.serve(key, request);
+                self.stats.channels_opened += 1;
+                match self.links.get_mut(&key) {
+                    Some(Peering {
+                        role: Role::Fetch(content),
+                        ..
+                    }) => {
+                        let content = *content;
+                        self.drive(content, Input::Opened(key.conn()));
                     }
+                    Some(p) => {
+                        if let Some(request) = p.ahead.take() {
+                            self.serve(key, request);
+                        }
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
             LinkEvent::Message(data) => self.on_channel_message(key, data),
             LinkEvent::BufferLow => self.pump(key),
             LinkEvent::Closed(reason) => self.on_link_lost(key, reason),

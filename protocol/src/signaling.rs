@@ -439,4 +439,29 @@ mod tests {
         let e = decode_client(r#"{"want":{"content":"abc"}}"#).unwrap_err();
         assert!(e.message.contains("64 lowercase hex"), "{}", e.message);
     }
+
+    #[test]
+    fn a_first_connection_is_not_named_and_a_second_one_is() {
+        let first = PeerSignal::Bye {
+            fetcher: true,
+            reason: "done".into(),
+            lane: 0,
+        };
+        let text = serde_json::to_string(&first).unwrap();
+        assert!(!text.contains("lane"), "{text}");
+        // What peers without lanes send reads as the first connection.
+        let old: PeerSignal = serde_json::from_str(r#"{"kind":"answer","sdp":"v=0"}"#).unwrap();
+        assert!(matches!(old, PeerSignal::Answer { lane: 0, .. }));
+        let second = PeerSignal::Candidate {
+            fetcher: false,
+            candidate: "candidate:1".into(),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            lane: 1,
+        };
+        let text = serde_json::to_string(&second).unwrap();
+        assert!(text.contains(r#""lane":1"#), "{text}");
+        let back: PeerSignal = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, PeerSignal::Candidate { lane: 1, .. }));
+    }
 }

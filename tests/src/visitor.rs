@@ -34,6 +34,8 @@ pub struct PeerStats {
     pub bytes_from_peers: u64,
     /// Sent to other browsers.
     pub bytes_to_peers: u64,
+    /// Data channels that opened, fetching or serving.
+    pub channels_opened: u64,
 }
 
 /// Asserts that a `len`-byte text went from `holder` to `fetcher` over data
@@ -290,7 +292,7 @@ impl Visitor {
         let v = self
             .js(
                 "const s = window.peer.stats();
-                 return [Number(s.bytesFromPeers), Number(s.bytesToPeers)];",
+                 return [Number(s.bytesFromPeers), Number(s.bytesToPeers), Number(s.channelsOpened)];",
                 vec![],
             )
             .await;
@@ -302,6 +304,7 @@ impl Visitor {
         PeerStats {
             bytes_from_peers: n(0),
             bytes_to_peers: n(1),
+            channels_opened: n(2),
         }
     }
 

@@ -124,10 +124,18 @@ async fn a_64_mib_file_goes_from_a_to_b_and_is_saved_intact() {
         "the saved file differs"
     );
     let _ = std::fs::remove_dir_all(&downloads);
-    let (a_sent, b_got) = (sent(&a).await, b.peer_stats().await.bytes_from_peers);
+    let (a_sent, b_stats) = (sent(&a).await, b.peer_stats().await);
+    let b_got = b_stats.bytes_from_peers;
     assert!(
         a_sent >= len as u64 && b_got >= len as u64,
         "A sent {a_sent}, B got {b_got}"
+    );
+    // A is the only holder and the file is big: B drew it over two
+    // connections to A.
+    assert_eq!(
+        b_stats.channels_opened, 2,
+        "B opened {} data channels to the lone holder",
+        b_stats.channels_opened
     );
     a.close().await;
     b.close().await;
