@@ -702,7 +702,18 @@ impl Download {
             }
         }
         let block = (BLOCK_BYTES / manifest.chunk_size).max(1);
+        // Once other holders are online, a second connection is asked for
+        // nothing more and closes when it owes nothing: a crowd around one
+        // seeder must not have it serve anyone twice.
+        let lone = self.holders_online == Some(2);
+        let mut retired = Vec::new();
         for (&conn, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
+            if conn.lane > 0 && !lone {
+                if src.in_flight.is_empty() {
+                    retired.push(conn);
+                }
+                continue;
+            }
             let Some(has) = &src.has else {
                 if !std::mem::replace(&mut src.asked_has, true) {
                     src.last_progress = now;
@@ -743,6 +754,10 @@ impl Download {
                     indices,
                 },
             ));
+        }
+        for conn in retired {
+            self.forget(conn);
+            out.push(Action::Disconnect { conn, reason: None });
         }
         self.second_lane(now, out);
     }

@@ -1028,3 +1028,39 @@ fn losing_the_second_connection_puts_its_chunks_back() {
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     assert!(!dl.is_banned(&peer(1)));
 }
+
+#[test]
+fn the_second_connection_closes_once_other_holders_come_online() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let actions = join(&mut dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    rest.extend(dl.handle(Input::Opened(lane), 2));
+    let stores = std::cell::Cell::new(0);
+    let (_, mut rest) = swarm.pump_until(&mut dl, rest, 3, |a| {
+        stores.set(stores.get() + u32::from(matches!(a, Action::Store { .. })));
+        stores.get() == 4
+    });
+    let asked = swarm.asked_over[&lane];
+    assert!(asked > 0);
+    // A downloader that arrived meanwhile holds some of it now.
+    dl.handle(Input::Holders(3), 4);
+    rest.extend(dl.handle(Input::Tick, 5));
+    let seen = swarm.pump(&mut dl, rest, 6);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    // What it owed arrived; nothing more was asked over it, and it closed
+    // before the end without a reason (the holder is not to blame).
+    assert!(swarm.asked_over[&lane] <= asked + PIPELINE);
+    let closed = seen
+        .iter()
+        .position(|a| {
+            *a == Action::Disconnect {
+                conn: lane,
+                reason: None,
+            }
+        })
+        .expect("the second connection closed");
+    assert!(closed < seen.iter().position(|a| *a == Action::Complete).unwrap());
+    assert!(!dl.is_banned(&peer(1)));
+}
