@@ -874,14 +874,21 @@ fn second_lane(p: PeerId) -> Conn {
     Conn { peer: p, lane: 1 }
 }
 
+/// Joins holder 1 and delivers until the download opens a second
+/// connection to it; returns that connection and the actions still to do.
+fn until_second_lane(swarm: &mut Swarm<'_>, dl: &mut Download) -> (Conn, Vec<Action>) {
+    let actions = join(dl, peer(1), 0);
+    let lane = second_lane(peer(1));
+    let (seen, rest) = swarm.pump_until(dl, actions, 1, |a| *a == Action::Connect(lane));
+    assert_eq!(seen.last(), Some(&Action::Connect(lane)));
+    (lane, rest)
+}
+
 #[test]
 fn big_content_from_a_lone_holder_comes_over_two_connections() {
     let fx = big();
     let (mut swarm, mut dl) = lone_holder(&fx);
-    let actions = join(&mut dl, peer(1), 0);
-    let lane = second_lane(peer(1));
-    let (seen, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
-    assert_eq!(seen.last(), Some(&Action::Connect(lane)));
+    let (lane, mut rest) = until_second_lane(&mut swarm, &mut dl);
     assert!(
         matches!(dl.status(), Status::Receiving { received, .. } if received >= SECOND_LANE_AFTER_BYTES)
     );
@@ -917,37 +924,30 @@ fn big_content_from_a_lone_holder_comes_over_two_connections() {
 
 #[test]
 fn no_second_connection_while_other_holders_are_online_or_for_small_content() {
+    // Downloads `fx` from a lone holder with `online` holders counted;
+    // whether it opened a second connection.
+    let laned = |fx: &Fixture, online: u32| {
+        let (mut swarm, mut dl) = lone_holder(fx);
+        dl.handle(Input::Holders(online), 0);
+        let actions = join(&mut dl, peer(1), 0);
+        let seen = swarm.pump(&mut dl, actions, 1);
+        assert!(swarm.complete);
+        seen.iter()
+            .any(|a| matches!(a, Action::Connect(c) if c.lane > 0))
+    };
     // Another holder online: the download spreads over holders instead.
-    let fx = big();
-    let (mut swarm, mut dl) = lone_holder(&fx);
-    dl.handle(Input::Holders(3), 0);
-    let actions = join(&mut dl, peer(1), 0);
-    let seen = swarm.pump(&mut dl, actions, 1);
-    assert!(swarm.complete);
-    assert!(!seen
-        .iter()
-        .any(|a| matches!(a, Action::Connect(c) if c.lane > 0)));
-
-    let fx = Fixture::new(SECOND_LANE_BYTES as usize / 2, 256 * 1024);
-    let mut swarm = Swarm::new(&fx);
-    swarm.add(peer(1), Holder::full(&fx));
-    let mut dl = Download::new(fx.address(), 0, 7);
-    dl.handle(Input::Holders(2), 0);
-    let actions = join(&mut dl, peer(1), 0);
-    let seen = swarm.pump(&mut dl, actions, 1);
-    assert!(swarm.complete);
-    assert!(!seen
-        .iter()
-        .any(|a| matches!(a, Action::Connect(c) if c.lane > 0)));
+    assert!(!laned(&big(), 3));
+    let small = Fixture::new(SECOND_LANE_BYTES as usize / 2, 256 * 1024);
+    assert!(!laned(&small, 2));
+    // The same, alone and big: it does.
+    assert!(laned(&big(), 2));
 }
 
 #[test]
 fn bad_data_on_one_connection_drops_both() {
     let fx = big();
     let (mut swarm, mut dl) = lone_holder(&fx);
-    let actions = join(&mut dl, peer(1), 0);
-    let lane = second_lane(peer(1));
-    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    let (lane, mut rest) = until_second_lane(&mut swarm, &mut dl);
     rest.extend(dl.handle(Input::Opened(lane), 2));
     // The next chunk the second connection delivers is corrupt.
     let asked = rest
@@ -981,9 +981,7 @@ fn bad_data_on_one_connection_drops_both() {
 fn a_second_connection_that_never_opens_costs_nothing_else() {
     let fx = big();
     let (mut swarm, mut dl) = lone_holder(&fx);
-    let actions = join(&mut dl, peer(1), 0);
-    let lane = second_lane(peer(1));
-    let (_, rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    let (lane, rest) = until_second_lane(&mut swarm, &mut dl);
     // The first connection goes on; the second never opens.
     let stores = std::cell::Cell::new(0);
     let later = CONNECT_TIMEOUT_MS;
@@ -1010,9 +1008,7 @@ fn a_second_connection_that_never_opens_costs_nothing_else() {
 fn losing_the_second_connection_puts_its_chunks_back() {
     let fx = big();
     let (mut swarm, mut dl) = lone_holder(&fx);
-    let actions = join(&mut dl, peer(1), 0);
-    let lane = second_lane(peer(1));
-    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    let (lane, mut rest) = until_second_lane(&mut swarm, &mut dl);
     let opened = dl.handle(Input::Opened(lane), 2);
     assert!(opened
         .iter()
@@ -1033,9 +1029,7 @@ fn losing_the_second_connection_puts_its_chunks_back() {
 fn the_second_connection_closes_once_other_holders_come_online() {
     let fx = big();
     let (mut swarm, mut dl) = lone_holder(&fx);
-    let actions = join(&mut dl, peer(1), 0);
-    let lane = second_lane(peer(1));
-    let (_, mut rest) = swarm.pump_until(&mut dl, actions, 1, |a| *a == Action::Connect(lane));
+    let (lane, mut rest) = until_second_lane(&mut swarm, &mut dl);
     rest.extend(dl.handle(Input::Opened(lane), 2));
     let stores = std::cell::Cell::new(0);
     let (_, mut rest) = swarm.pump_until(&mut dl, rest, 3, |a| {
