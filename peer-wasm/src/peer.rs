@@ -72,6 +72,15 @@ impl LinkKey {
         }
     }
 
+    /// The link we serve over.
+    fn serve(peer: PeerId, lane: u8) -> Self {
+        LinkKey {
+            peer,
+            fetching: false,
+            lane,
+        }
+    }
+
     /// The connection to a holder this link is, for the download.
     fn conn(&self) -> Conn {
         Conn {
@@ -669,11 +678,8 @@ impl Inner {
                 self.apply_answer(LinkKey::fetch(Conn { peer: from, lane }), sdp)
             }
             PeerSignal::ReadyAnswer { sdp, request } => {
-                let key = LinkKey {
-                    peer: from,
-                    fetching: false,
-                    lane: 0,
-                };
+                // Ready offers are for first connections.
+                let key = LinkKey::serve(from, 0);
                 match self.links.get_mut(&key) {
                     Some(p) => {
                         p.ahead = request;
@@ -864,11 +870,7 @@ impl Inner {
         let Some(ready) = self.ready.take() else {
             return;
         };
-        let key = LinkKey {
-            peer: by,
-            fetching: false,
-            lane: 0,
-        };
+        let key = LinkKey::serve(by, 0);
         // Already serving `by` on another link: it will not answer this one.
         if let std::collections::hash_map::Entry::Vacant(slot) = self.links.entry(key) {
             ready.target.set(Some(key));
@@ -989,11 +991,7 @@ impl Inner {
             );
             return;
         }
-        let key = LinkKey {
-            peer: from,
-            fetching: false,
-            lane,
-        };
+        let key = LinkKey::serve(from, lane);
         let link = match self.new_link(false, self.link_callback(key)) {
             Ok(link) => link,
             Err(e) => return log_error("cannot create a connection", &e),
@@ -1036,21 +1034,16 @@ impl Inner {
                 if std::mem::replace(&mut p.opened, true) {
                     return;
                 }
+                let fetching = match p.role {
+                    Role::Fetch(content) => Some(content),
+                    Role::Serve(_) => None,
+                };
+                let ahead = p.ahead.take();
                 self.stats.channels_opened += 1;
-                match self.links.get_mut(&key) {
-                    Some(Peering {
-                        role: Role::Fetch(content),
-                        ..
-                    }) => {
-                        let content = *content;
-                        self.drive(content, Input::Opened(key.conn()));
-                    }
-                    Some(p) => {
-                        if let Some(request) = p.ahead.take() {
-                            self.serve(key, request);
-                        }
-                    }
-                    None => {}
+                if let Some(content) = fetching {
+                    self.drive(content, Input::Opened(key.conn()));
+                } else if let Some(request) = ahead {
+                    self.serve(key, request);
                 }
             }
             LinkEvent::Message(data) => self.on_channel_message(key, data),

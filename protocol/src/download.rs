@@ -340,18 +340,28 @@ impl Download {
         }
     }
 
+    /// For each holder with a connection for which `f` holds, the first
+    /// such connection.
+    fn per_holder<'a>(
+        &'a self,
+        f: impl Fn(&Source) -> bool + 'a,
+    ) -> impl Iterator<Item = (&'a Conn, &'a Source)> + 'a {
+        let mut last = None;
+        // A holder's connections are neighbours (the map's order).
+        self.sources
+            .iter()
+            .filter(move |(conn, src)| f(src) && last.replace(conn.peer) != Some(conn.peer))
+    }
+
     /// How many holders have a connection for which `f` holds.
     fn count_holders(&self, f: impl Fn(&Source) -> bool) -> u32 {
-        let mut last = None;
-        let mut n = 0;
-        for (conn, src) in &self.sources {
-            // A holder's connections are neighbours (the map's order).
-            if f(src) && last != Some(conn.peer) {
-                last = Some(conn.peer);
-                n += 1;
-            }
-        }
-        n
+        self.per_holder(f).count() as u32
+    }
+
+    /// Whether the holders online are one and this peer (which holds from
+    /// the manifest on): the case for a second connection.
+    fn lone_holder(&self) -> bool {
+        self.holders_online == Some(2)
     }
 
     /// The connections to `peer`.
@@ -518,12 +528,12 @@ impl Download {
             Reply::Got { content, index } if content == self.content => {
                 // Told on the connection that asked what it has; true of
                 // every connection to that holder.
-                let mut gained = false;
+                let mut told = false;
                 for c in self.conns_of(peer) {
                     let src = self.sources.get_mut(&c).expect("listed");
                     // Not asked: ignored.
                     let Some(has) = &mut src.has else { continue };
-                    if index >= has.len() {
+                    if !has.insert(index) {
                         return self.ban(
                             peer,
                             format!("said it gained chunk {index}, which does not exist"),
@@ -531,9 +541,9 @@ impl Download {
                             out,
                         );
                     }
-                    gained |= has.insert(index);
+                    told = true;
                 }
-                if gained {
+                if told {
                     self.schedule(now, out);
                 }
                 return;
@@ -684,15 +694,10 @@ impl Download {
         // shares the first one's availability: counted once.
         let mut rarity = vec![0u16; count as usize];
         let mut partly = vec![false; count as usize];
-        let mut last = None;
-        for (conn, has) in self
-            .sources
-            .iter()
-            .filter_map(|(c, s)| Some((c, s.has.as_ref()?)))
+        for has in self
+            .per_holder(|s| s.has.is_some())
+            .filter_map(|(_, s)| s.has.as_ref())
         {
-            if last.replace(conn.peer) == Some(conn.peer) {
-                continue;
-            }
             let full = has.is_full();
             for (i, r) in rarity.iter_mut().enumerate() {
                 if has.contains(i as u32) {
@@ -705,7 +710,7 @@ impl Download {
         // Once other holders are online, a second connection is asked for
         // nothing more and closes when it owes nothing: a crowd around one
         // seeder must not have it serve anyone twice.
-        let lone = self.holders_online == Some(2);
+        let lone = self.lone_holder();
         let mut retired = Vec::new();
         for (&conn, src) in self.sources.iter_mut().filter(|(_, s)| s.open) {
             if conn.lane > 0 && !lone {
@@ -756,8 +761,7 @@ impl Download {
             ));
         }
         for conn in retired {
-            self.forget(conn);
-            out.push(Action::Disconnect { conn, reason: None });
+            self.drop_conn(conn, None, out);
         }
         self.second_lane(now, out);
     }
@@ -771,8 +775,7 @@ impl Download {
         if m.size < SECOND_LANE_BYTES
             || remaining < SECOND_LANE_BYTES / 2
             || self.verified_bytes < SECOND_LANE_AFTER_BYTES
-            // Counting this peer, which holds from the manifest on.
-            || self.holders_online != Some(2)
+            || !self.lone_holder()
             || self.sources.len() != 1
         {
             return;
@@ -812,13 +815,15 @@ impl Download {
     /// Closes every connection to `peer`.
     fn drop_holder(&mut self, peer: PeerId, why: Option<String>, now: u64, out: &mut Vec<Action>) {
         for conn in self.conns_of(peer) {
-            self.forget(conn);
-            out.push(Action::Disconnect {
-                conn,
-                reason: why.clone(),
-            });
+            self.drop_conn(conn, why.clone(), out);
         }
         self.after_loss(now, out);
+    }
+
+    /// Closes one connection, its chunks in flight back up for grabs.
+    fn drop_conn(&mut self, conn: Conn, why: Option<String>, out: &mut Vec<Action>) {
+        self.forget(conn);
+        out.push(Action::Disconnect { conn, reason: why });
     }
 
     /// Removes a connection and puts its unfinished chunks back up for
@@ -843,35 +848,31 @@ impl Download {
     }
 
     fn check_timeouts(&mut self, now: u64, out: &mut Vec<Action>) {
-        let late: Vec<(Conn, String)> = self
+        let late: Vec<(Conn, bool, String)> = self
             .sources
             .iter()
             .filter_map(|(conn, s)| {
                 let idle = now.saturating_sub(s.last_progress);
                 if !s.open && idle > CONNECT_TIMEOUT_MS {
-                    Some((*conn, "could not connect in time".to_owned()))
+                    Some((*conn, s.open, "could not connect in time".to_owned()))
                 } else if s.open && self.owes_data(conn, s) && idle > STALL_TIMEOUT_MS {
-                    Some((*conn, "stalled: sent nothing for 5 s".to_owned()))
+                    Some((*conn, s.open, "stalled: sent nothing for 5 s".to_owned()))
                 } else {
                     None
                 }
             })
             .collect();
-        for (conn, why) in late {
-            if conn.lane > 0 && !self.sources.get(&conn).is_some_and(|s| s.open) {
-                // A second connection that never opened: the first one
-                // still serves.
-                if self.sources.contains_key(&conn) {
-                    self.forget(conn);
-                    out.push(Action::Disconnect {
-                        conn,
-                        reason: Some(why),
-                    });
-                }
+        for (conn, open, why) in late {
+            if !self.sources.contains_key(&conn) {
+                // Dropped with its holder, for its other connection.
                 continue;
             }
-            // A stalled holder is not trusted again during this download.
-            if !self.banned.contains(&conn.peer) {
+            if conn.lane > 0 && !open {
+                // A second connection that never opened: the first one
+                // still serves.
+                self.drop_conn(conn, Some(why), out);
+            } else {
+                // A stalled holder is not trusted again during this download.
                 self.ban(conn.peer, why, now, out);
             }
         }
