@@ -40,10 +40,14 @@ test-wasm:
     bash tests/wasm-test.sh
 
 # What CI checks besides tests: formatting and lints, native and wasm32.
-lint:
+lint: lint-js
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+# Syntax-check the page's own JavaScript: app.js, disk_worker.js, index.html.
+lint-js:
+    node tests/lint-js.js
 
 # Fuzz client message decoding and handling (broker/fuzz) on stable Rust,
 # for FUZZ_SECONDS (default 60). Inputs that find new paths go to

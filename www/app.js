@@ -142,9 +142,7 @@ function showProgress(e) {
 }
 
 function showReceiving(e) {
-  const { received = 0, total = 0, missing = [] } = e;
-  // `sending` is newer than `sources`; either counts who is sending now.
-  const sending = e.sending ?? e.sources ?? 0;
+  const { received = 0, total = 0, missing = [], sending = 0 } = e;
   const bar = $("progress");
   if (total > 0) {
     bar.hidden = false;
@@ -444,7 +442,7 @@ window.addEventListener("drop", (e) => {
   $("drop-zone").classList.remove("over");
   if ($("compose").hidden) return;
   // A dropped folder shows up as an unreadable empty file.
-  if ([...e.dataTransfer.items].some((item) => item.webkitGetAsEntry?.()?.isDirectory)) {
+  if ([...e.dataTransfer.items].some((item) => item.webkitGetAsEntry()?.isDirectory)) {
     $("compose-error").textContent = "Folders cannot be shared: open the folder and drop or choose the files inside it.";
     return;
   }

@@ -12,14 +12,6 @@ use uuid::Uuid;
 #[serde(transparent)]
 pub struct PeerId(pub Uuid);
 
-impl PeerId {
-    /// The topic a peer's registration lives under: `peer:<uuid>`.
-    /// Sending to a peer means publishing on this topic.
-    pub fn topic(&self) -> String {
-        format!("peer:{}", self.0)
-    }
-}
-
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -148,11 +140,5 @@ mod tests {
         assert!(format!("{}g", &id[..63]).parse::<ContentId>().is_err());
         let err = "nope".parse::<ContentId>().unwrap_err().to_string();
         assert!(err.contains("malformed address"), "{err}");
-    }
-
-    #[test]
-    fn peer_topic_names_the_uuid() {
-        let id = PeerId(Uuid::nil());
-        assert_eq!(id.topic(), "peer:00000000-0000-0000-0000-000000000000");
     }
 }

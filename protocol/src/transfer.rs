@@ -102,7 +102,7 @@ pub enum Reply {
 }
 
 /// What a binary frame carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
     /// Part of the manifest bytes.
     Manifest,
@@ -373,11 +373,6 @@ impl Assembly {
         } else {
             Ok(None)
         }
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> usize {
-        self.buf.len()
     }
 }
 

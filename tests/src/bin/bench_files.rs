@@ -654,7 +654,7 @@ impl WebDriverCompatibleCommand for Cdp {
 }
 
 /// Makes and shares a `size`-byte file in `v`'s app page; returns its
-/// address. Fails clearly if the app predates the files API.
+/// address.
 async fn share_file(v: &Visitor, size: u64, seed: u32) -> anyhow::Result<String> {
     // The app sets window.peer once its wasm is ready.
     v.poll(
@@ -665,15 +665,6 @@ async fn share_file(v: &Visitor, size: u64, seed: u32) -> anyhow::Result<String>
         |x| (x == &json!(true)).then_some(()),
     )
     .await;
-    let has = v
-        .js("return typeof window.peer.shareFile === 'function'", vec![])
-        .await;
-    if has != json!(true) {
-        bail!(
-            "window.peer.shareFile is not a function: the app in www/pkg predates file sharing; \
-             build it with `just build` and run again"
-        );
-    }
     v.js(tests::files::MAKE_FILE, vec![]).await;
     let r = v
         .client()
