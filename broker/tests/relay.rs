@@ -42,15 +42,15 @@ async fn offer_answer_and_candidates_arrive_verbatim() {
     for (from_wanter, candidate) in [
         (
             true,
-            r#"{"kind":"candidate","fetcher":true,"candidate":"candidate:842163049 1 udp 1677729535 192.0.2.3 54321 typ srflx raddr 0.0.0.0 rport 0 generation 0","sdp_mid":"0","sdp_m_line_index":0}"#,
+            r#"{"kind":"candidate","side":"fetch","candidate":"candidate:842163049 1 udp 1677729535 192.0.2.3 54321 typ srflx raddr 0.0.0.0 rport 0 generation 0","sdp_mid":"0","sdp_m_line_index":0}"#,
         ),
         (
             false,
-            r#"{"kind":"candidate","fetcher":false,"candidate":"candidate:1 1 udp 2122260223 10.0.0.2 50000 typ host","sdp_mid":null,"sdp_m_line_index":null}"#,
+            r#"{"kind":"candidate","side":"serve","candidate":"candidate:1 1 udp 2122260223 10.0.0.2 50000 typ host","sdp_mid":null,"sdp_m_line_index":null}"#,
         ),
         (
             true,
-            r#"{"kind":"candidate","fetcher":true,"candidate":""}"#,
+            r#"{"kind":"candidate","side":"fetch","candidate":""}"#,
         ),
     ] {
         if from_wanter {

@@ -256,8 +256,10 @@ impl Peer {
 
     /// Event handler, called with objects such as
     /// `{type: "holders", address, count}`,
-    /// `{type: "status", address, state, received?, total?, sources?}`
-    /// (state: looking, gone, connecting, receiving, verified),
+    /// `{type: "status", address, state, received?, total?, sources?,
+    /// sending?, missing?}` (state: looking, gone, connecting, receiving,
+    /// verified; `missing` lists `[start, end)` byte ranges no connected
+    /// holder has),
     /// `{type: "warning", address, message}`, `{type: "connected", id}`,
     /// `{type: "disconnected"}`.
     #[wasm_bindgen(setter)]

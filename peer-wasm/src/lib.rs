@@ -1,13 +1,23 @@
 //! The browser peer, compiled to WebAssembly.
 //!
 //! * [`api`]: the exported JavaScript API (`Peer`).
-//! * `peer`: state and reactions to the broker, other peers and the clock;
-//!   the transfer logic itself is `protocol::download`, tested natively.
+//! * `peer`: state and reactions to the broker, other peers and the clock,
+//!   in parts (signaling, ready offers, links, serving, fetching, clock);
+//!   the decisions themselves are `protocol::download` and
+//!   `protocol::serve`, tested natively.
 //! * `broker`, `rtc`: thin wrappers over `WebSocket` and
 //!   `RTCPeerConnection`/`RTCDataChannel` that own their listeners.
+//! * `arrivals`: chunks in transit, kept in JavaScript memory.
 //! * `store`: content held and served, and where its bytes live.
-//! * `hashing`: describing a shared file a chunk at a time.
+//! * `disk`: the disk store for big content (origin private file system,
+//!   written and read by the worker in `disk_worker.js`).
+//! * `hashing`: SHA-256 with WebCrypto or in wasm, and describing a shared
+//!   file a chunk at a time.
 //! * `events`: events for the page.
+//! * `error`: the one error type for browser calls.
+//! * `warm_up`: a dry run of the receive path, so its code is compiled
+//!   before content arrives.
+//! * `browser_tests`: wasm-bindgen tests, run in headless Chromium.
 
 pub mod api;
 mod arrivals;

@@ -11,6 +11,7 @@ use futures_channel::oneshot;
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Reflect};
+use protocol::serve::LOW_WATER;
 use protocol::IceServer;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -24,10 +25,6 @@ use crate::error::Result;
 
 /// Data-channel label; one channel per connection carries everything.
 const CHANNEL_LABEL: &str = "content";
-/// Stop queueing frames above this many buffered bytes...
-pub const HIGH_WATER: u32 = 1 << 20;
-/// ...and resume when the buffer drains below this.
-pub const LOW_WATER: u32 = 256 * 1024;
 
 /// What a link reports to its owner.
 pub enum LinkEvent {
@@ -46,10 +43,10 @@ pub enum LinkEvent {
     Open,
     /// A data-channel message: an `ArrayBuffer` or a string.
     Message(JsValue),
-    /// The send buffer drained below [`LOW_WATER`].
+    /// The send buffer drained below `protocol::serve::LOW_WATER`.
     BufferLow,
     /// The connection failed or closed.
-    Closed(String),
+    Closed,
 }
 
 /// Callback for a link's events.
@@ -144,8 +141,9 @@ impl Link {
             &self.pc,
             "connectionstatechange",
             move |_| match pc.connection_state() {
-                RtcPeerConnectionState::Failed => on(LinkEvent::Closed("connection failed".into())),
-                RtcPeerConnectionState::Closed => on(LinkEvent::Closed("connection closed".into())),
+                RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => {
+                    on(LinkEvent::Closed)
+                }
                 _ => {}
             },
         ));
@@ -182,7 +180,7 @@ impl Link {
         let on = self.on_event.clone();
         self.listeners
             .push(EventListener::new(&dc, "close", move |_| {
-                on(LinkEvent::Closed("data channel closed".into()))
+                on(LinkEvent::Closed)
             }));
         self.channel = Some(dc);
     }

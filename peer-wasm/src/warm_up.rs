@@ -16,7 +16,7 @@ pub fn run() {
     let content = manifest.address();
     let holder = PeerId(uuid::Uuid::nil());
     let mut download = Download::new(content, 0, 0);
-    let mut pending = download.handle(Input::Introduced(holder), 0);
+    let mut pending = download.handle(Input::Introduced(holder.into()), 0);
     let conn = Conn::first(holder);
     pending.extend(download.handle(Input::Opened(conn), 0));
     while let Some(action) = pending.pop() {

@@ -1,4 +1,5 @@
-//! The one place where the wire format is defined.
+//! The one place where the wire format is defined, and the parts of both
+//! ends that need no I/O: the download and serving state machines.
 //!
 //! * [`ids`]: `PeerId` (assigned by the broker) and `ContentId` (a content
 //!   address: the SHA-256 of a [`manifest::Manifest`]).
@@ -6,13 +7,19 @@
 //!   `ServerMsg`). None of them can carry content.
 //! * [`availability`]: which chunks a peer holds, as peers tell each other.
 //! * [`transfer`]: messages between two peers over an RTCDataChannel.
+//! * [`links`]: which connection between two peers is which (peer, side,
+//!   lane), and the table that keeps late work off a newer connection.
+//! * [`serve`]: the serving side's plan: which request becomes which reads
+//!   and sends, in what order, within what send budget (sans IO).
 //! * [`download`]: the want -> connect -> receive -> verify -> hold state
 //!   machine, free of browser types so that it is tested natively.
 
 pub mod availability;
 pub mod download;
 pub mod ids;
+pub mod links;
 pub mod manifest;
+pub mod serve;
 pub mod signaling;
 pub mod transfer;
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ids::{ContentId, PeerId};
+use crate::links::Side;
 use crate::transfer::Request;
 
 /// Largest text frame the broker accepts, in bytes.
@@ -309,10 +310,10 @@ pub enum PeerSignal {
     },
     /// A trickled ICE candidate.
     Candidate {
-        /// Whether the sender is the fetching side of this connection. Two
-        /// peers may have a connection each way (each fetching from the
-        /// other); this says which one the candidate belongs to.
-        fetcher: bool,
+        /// The sender's side of this connection. Two peers may have a
+        /// connection each way (each fetching from the other); this says
+        /// which one the candidate belongs to.
+        side: Side,
         /// `RTCIceCandidate.candidate`.
         candidate: String,
         /// `sdpMid`.
@@ -330,8 +331,8 @@ pub enum PeerSignal {
     /// The sender gives up on this connection (e.g. it no longer holds the
     /// content), so the other side can move on at once.
     Bye {
-        /// Whether the sender is the fetching side of this connection.
-        fetcher: bool,
+        /// The sender's side of this connection.
+        side: Side,
         /// Why.
         reason: String,
         /// Which connection between the two peers this is about: 0, or 1
@@ -443,7 +444,7 @@ mod tests {
     #[test]
     fn a_first_connection_is_not_named_and_a_second_one_is() {
         let first = PeerSignal::Bye {
-            fetcher: true,
+            side: Side::Fetch,
             reason: "done".into(),
             lane: 0,
         };
@@ -453,7 +454,7 @@ mod tests {
         let old: PeerSignal = serde_json::from_str(r#"{"kind":"answer","sdp":"v=0"}"#).unwrap();
         assert!(matches!(old, PeerSignal::Answer { lane: 0, .. }));
         let second = PeerSignal::Candidate {
-            fetcher: false,
+            side: Side::Serve,
             candidate: "candidate:1".into(),
             sdp_mid: None,
             sdp_m_line_index: None,

@@ -1,12 +1,14 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::availability::Have;
-use crate::transfer::{Frame, FrameHead, HEADER};
+use crate::availability::{Availability, Have};
+use crate::ids::{ChunkHash, PeerId};
+use crate::manifest::ManifestError;
+use crate::transfer::{Frame, FrameError, FrameHead, FrameKind, Reply, Request, HEADER};
 use uuid::Uuid;
 
-fn peer(n: u128) -> PeerId {
-    PeerId(Uuid::from_u128(n))
+fn peer(n: u128) -> HolderId {
+    HolderId::Peer(PeerId(Uuid::from_u128(n)))
 }
 
 /// Content split in chunks.
@@ -119,7 +121,7 @@ impl Holder {
 /// browser layer, keeping payloads and hashing chunks as told.
 struct Swarm<'a> {
     fx: &'a Fixture,
-    holders: HashMap<PeerId, Holder>,
+    holders: HashMap<HolderId, Holder>,
     /// The chunk arriving from each holder, as kept so far.
     arriving: HashMap<Conn, Vec<u8>>,
     /// Whole chunks waiting for their hash to be compared.
@@ -143,7 +145,7 @@ impl<'a> Swarm<'a> {
         }
     }
 
-    fn add(&mut self, p: PeerId, holder: Holder) {
+    fn add(&mut self, p: HolderId, holder: Holder) {
         self.holders.insert(p, holder);
     }
 
@@ -171,7 +173,7 @@ impl<'a> Swarm<'a> {
                     if let Request::Chunks { indices, .. } = &req {
                         *self.asked_over.entry(conn).or_default() += indices.len();
                     }
-                    let Some(holder) = self.holders.get_mut(&conn.peer) else {
+                    let Some(holder) = self.holders.get_mut(&conn.holder) else {
                         continue;
                     };
                     let msgs = holder.answer(self.fx, &req);
@@ -268,13 +270,13 @@ impl<'a> Swarm<'a> {
         Some(data)
     }
 
-    fn served_by(&self, p: PeerId) -> &[u32] {
+    fn served_by(&self, p: HolderId) -> &[u32] {
         &self.holders[&p].served
     }
 }
 
 /// Introduces and opens `p`; returns the actions.
-fn join(dl: &mut Download, p: PeerId, now: u64) -> Vec<Action> {
+fn join(dl: &mut Download, p: HolderId, now: u64) -> Vec<Action> {
     assert_eq!(
         dl.handle(Input::Introduced(p), now),
         vec![Action::Connect(Conn::first(p))]
@@ -282,10 +284,11 @@ fn join(dl: &mut Download, p: PeerId, now: u64) -> Vec<Action> {
     dl.handle(Input::Opened(Conn::first(p)), now)
 }
 
-fn dropped_for(seen: &[Action], p: PeerId, needle: &str) -> bool {
-    seen.iter().any(|a| {
-        matches!(a, Action::Disconnect { conn, reason: Some(r) } if conn.peer == p && r.contains(needle))
-    })
+/// Whether `p` was dropped for a reason `why` accepts.
+fn dropped_for(seen: &[Action], p: HolderId, why: impl Fn(&DropReason) -> bool) -> bool {
+    seen.iter().any(
+        |a| matches!(a, Action::Disconnect { conn, reason: Some(r) } if conn.holder == p && why(r)),
+    )
 }
 
 #[test]
@@ -346,7 +349,10 @@ fn manifest_of_other_content_bans_the_holder() {
     let actions = join(&mut dl, peer(1), 0);
     let seen = liar.pump(&mut dl, actions, 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(dropped_for(&seen, peer(1), "does not match"));
+    assert!(dropped_for(&seen, peer(1), |r| matches!(
+        r,
+        DropReason::BadManifest(ManifestError::AddressMismatch)
+    )));
     assert!(seen.contains(&Action::Want(1)));
     // Introduced again, the bad holder is ignored.
     assert!(dl.handle(Input::Introduced(peer(1)), 1).is_empty());
@@ -372,7 +378,7 @@ fn a_corrupted_chunk_is_never_stored_and_its_holder_is_dropped_for_good() {
     actions.extend(join(&mut dl, peer(2), 0));
     let seen = swarm.pump(&mut dl, actions, 1);
     assert!(dl.is_banned(&peer(1)));
-    assert!(dropped_for(&seen, peer(1), "chunk 0 failed verification"));
+    assert!(dropped_for(&seen, peer(1), |r| *r == DropReason::FailedVerification(0)));
     // The honest holder filled in, chunk 0 included.
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     assert!(swarm.served_by(peer(2)).contains(&0));
@@ -462,7 +468,7 @@ fn rarest_chunks_are_asked_of_the_only_holder_that_has_them() {
         unreachable!()
     };
     let asked = dl.handle(Input::Reply(Conn::first(peer(1)), has), 1);
-    let Some(Action::Send(Conn { peer: p, .. }, Request::Chunks { indices, .. })) = asked.first()
+    let Some(Action::Send(Conn { holder: p, .. }, Request::Chunks { indices, .. })) = asked.first()
     else {
         panic!("{asked:?}")
     };
@@ -579,7 +585,7 @@ fn lost_holder_costs_only_its_in_flight_chunks() {
         dl.status(),
         Status::Receiving { received: 1024, .. }
     ));
-    let after = dl.handle(Input::Lost(Conn::first(peer(1)), "closed".into()), 1);
+    let after = dl.handle(Input::Lost(Conn::first(peer(1))), 1);
     assert_eq!(after, vec![Action::Want(1)]);
     assert!(!dl.is_banned(&peer(1)));
     swarm.add(peer(2), Holder::full(&fx));
@@ -602,10 +608,10 @@ fn stalled_and_unreachable_holders_are_dropped() {
     // Peer 1 owes the manifest; peer 2 never opens.
     assert!(dl.handle(Input::Tick, 100 + STALL_TIMEOUT_MS).is_empty());
     let out = dl.handle(Input::Tick, 101 + STALL_TIMEOUT_MS);
-    assert!(dropped_for(&out, peer(1), "stalled"));
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::Stalled));
     // The manifest request moves to no one yet: peer 2 is still connecting.
     let out = dl.handle(Input::Tick, CONNECT_TIMEOUT_MS + 1);
-    assert!(dropped_for(&out, peer(2), "connect"));
+    assert!(dropped_for(&out, peer(2), |r| *r == DropReason::ConnectTimeout));
     assert!(out.contains(&Action::Want(1)));
     assert_eq!(dl.status(), Status::Looking);
 }
@@ -620,7 +626,7 @@ fn a_holder_that_never_says_what_it_has_is_dropped() {
         dl.handle(Input::Frame(Conn::first(peer(1)), &frame), 0);
     }
     let out = dl.handle(Input::Tick, STALL_TIMEOUT_MS + 1);
-    assert!(dropped_for(&out, peer(1), "stalled"));
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::Stalled));
 }
 
 #[test]
@@ -634,7 +640,7 @@ fn bad_availability_bans_the_holder() {
         chunks: Have::All,
     };
     let out = dl.handle(Input::Reply(Conn::first(peer(1)), has), 0);
-    assert!(dropped_for(&out, peer(1), "before the manifest"));
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::HasBeforeManifest));
     // A bitfield of the wrong size.
     join(&mut dl, peer(2), 0);
     for frame in fx.manifest_frames() {
@@ -645,7 +651,10 @@ fn bad_availability_bans_the_holder() {
         chunks: Have::Some("ffff".into()),
     };
     let out = dl.handle(Input::Reply(Conn::first(peer(2)), has), 0);
-    assert!(dropped_for(&out, peer(2), "bitfield"));
+    assert!(dropped_for(&out, peer(2), |r| matches!(
+        r,
+        DropReason::BadAvailability(_)
+    )));
     assert!(dl.is_banned(&peer(2)));
 }
 
@@ -700,7 +709,7 @@ fn missing_reply_moves_on_without_banning() {
         ),
         1,
     );
-    assert!(dropped_for(&out, peer(1), "no longer has"));
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::NoLongerHolds));
     assert!(out.contains(&Action::Want(1)));
     assert!(!dl.is_banned(&peer(1)));
 }
@@ -713,7 +722,7 @@ fn unsolicited_frames_ban_the_sender() {
     let chunk = fx.chunk_frames(0).remove(0);
     let out = dl.handle(Input::Frame(Conn::first(peer(1)), &chunk), 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(dropped_for(&out, peer(1), "before the manifest"));
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::ChunkBeforeManifest));
 }
 
 #[test]
@@ -730,7 +739,10 @@ fn an_unreadable_message_bans_its_sender() {
     let why = reader.read(&[0; HEADER], 11).expect_err("too long");
     let out = dl.handle(Input::BadFrame(Conn::first(peer(1)), why), 0);
     assert!(dl.is_banned(&peer(1)));
-    assert!(dropped_for(&out, peer(1), "overruns"));
+    assert!(dropped_for(&out, peer(1), |r| matches!(
+        r,
+        DropReason::BadFrame(FrameError::Overrun { .. })
+    )));
 }
 
 #[test]
@@ -807,7 +819,7 @@ fn a_chunk_hashed_after_its_holder_left_is_judged_all_the_same() {
         index: 0
     }));
     // It leaves while chunk 0 is being hashed.
-    dl.handle(Input::Lost(Conn::first(peer(1)), "closed".into()), 1);
+    dl.handle(Input::Lost(Conn::first(peer(1))), 1);
     let hash = ChunkHash::of(&swarm.verifying[&0]);
     let out = dl.handle(Input::Hashed { index: 0, hash }, 2);
     assert_eq!(out, vec![Action::Discard { index: 0 }]);
@@ -870,8 +882,8 @@ fn lone_holder(fx: &Fixture) -> (Swarm<'_>, Download) {
     (swarm, dl)
 }
 
-fn second_lane(p: PeerId) -> Conn {
-    Conn { peer: p, lane: 1 }
+fn second_lane(p: HolderId) -> Conn {
+    Conn { holder: p, lane: 1 }
 }
 
 /// Joins holder 1 and delivers until the download opens a second
@@ -959,7 +971,10 @@ fn bad_data_on_one_connection_drops_both() {
         .expect("asked over the second connection");
     swarm.holders.get_mut(&peer(1)).unwrap().corrupt = Some(asked);
     let seen = swarm.pump(&mut dl, rest, 3);
-    assert!(dropped_for(&seen, peer(1), "failed verification"));
+    assert!(dropped_for(&seen, peer(1), |r| matches!(
+        r,
+        DropReason::FailedVerification(_)
+    )));
     let dropped: Vec<Conn> = seen
         .iter()
         .filter_map(|a| match a {
@@ -992,7 +1007,7 @@ fn a_second_connection_that_never_opens_costs_nothing_else() {
     let mut actions = dl.handle(Input::Tick, later + 2);
     assert!(actions.contains(&Action::Disconnect {
         conn: lane,
-        reason: Some("could not connect in time".into())
+        reason: Some(DropReason::ConnectTimeout)
     }));
     assert!(!dl.is_banned(&peer(1)));
     actions.extend(rest);
@@ -1019,7 +1034,7 @@ fn losing_the_second_connection_puts_its_chunks_back() {
             .into_iter()
             .filter(|a| !matches!(a, Action::Send(c, _) if *c == lane)),
     );
-    rest.extend(dl.handle(Input::Lost(lane, "closed".into()), 3));
+    rest.extend(dl.handle(Input::Lost(lane), 3));
     swarm.pump(&mut dl, rest, 4);
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     assert!(!dl.is_banned(&peer(1)));
@@ -1057,4 +1072,105 @@ fn the_second_connection_closes_once_other_holders_come_online() {
         .expect("the second connection closed");
     assert!(closed < seen.iter().position(|a| *a == Action::Complete).unwrap());
     assert!(!dl.is_banned(&peer(1)));
+}
+
+#[test]
+fn a_full_holder_that_is_not_a_peer_is_drawn_from_like_any_other() {
+    let fx = Fixture::new(32 * 1024, 1024);
+    let origin = HolderId::Origin;
+    // Alone, it gives everything, manifest included.
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(origin, Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let actions = join(&mut dl, origin, 0);
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    // Beside a partial holder, it is left what that one lacks, as a
+    // seeder is.
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(1), Holder::with(&fx, 0..24));
+    swarm.add(origin, Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    let mut actions = join(&mut dl, peer(1), 0);
+    actions.extend(join(&mut dl, origin, 0));
+    swarm.pump(&mut dl, actions, 1);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    let from_origin = swarm.served_by(origin);
+    assert!((24..32).all(|i| from_origin.contains(&i)));
+    assert!(from_origin.len() <= 8 + PIPELINE, "{from_origin:?}");
+}
+
+#[test]
+fn what_a_holder_gains_is_known_on_all_its_connections() {
+    let fx = big();
+    let count = fx.manifest.chunk_count();
+    let mut swarm = Swarm::new(&fx);
+    // Holder 1 lacks the last chunk until it says it gained it.
+    swarm.add(peer(1), Holder::with(&fx, 0..count - 1));
+    let mut dl = Download::new(fx.address(), 0, 7);
+    dl.handle(Input::Holders(2), 0);
+    let (lane, mut rest) = until_second_lane(&mut swarm, &mut dl);
+    rest.extend(dl.handle(Input::Opened(lane), 2));
+    swarm.pump(&mut dl, rest, 3);
+    assert!(!swarm.complete);
+    assert_eq!(
+        dl.status(),
+        Status::Receiving {
+            received: fx.manifest.size - fx.manifest.chunk_len(count - 1) as u64,
+            total: fx.manifest.size,
+            sources: 1,
+            sending: 0,
+            missing: vec![(
+                (count - 1) as u64 * fx.manifest.chunk_size as u64,
+                fx.manifest.size
+            )],
+        }
+    );
+    // Told over the second connection: the holder has it, whichever
+    // connection then asks for it.
+    swarm
+        .holders
+        .get_mut(&peer(1))
+        .unwrap()
+        .has
+        .insert(count - 1);
+    let got = Reply::Got {
+        content: fx.address(),
+        index: count - 1,
+    };
+    let actions = dl.handle(Input::Reply(lane, got), 4);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Send(c, Request::Chunks { .. }) if c.holder == peer(1))));
+    swarm.pump(&mut dl, actions, 5);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+}
+
+#[test]
+fn the_machine_names_its_next_deadline() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    // Nothing can time out, and nobody is online to ask for.
+    assert_eq!(dl.next_deadline(), None);
+    dl.handle(Input::Holders(1), 0);
+    assert_eq!(dl.next_deadline(), Some(WANT_RETRY_MS));
+    dl.handle(Input::Introduced(peer(1)), 10);
+    assert_eq!(dl.next_deadline(), Some(10 + CONNECT_TIMEOUT_MS + 1));
+    // Open, it owes the manifest.
+    dl.handle(Input::Opened(Conn::first(peer(1))), 100);
+    let deadline = dl.next_deadline().expect("owes the manifest");
+    assert_eq!(deadline, 100 + STALL_TIMEOUT_MS + 1);
+    // Nothing happens before it; at it, the holder is dropped.
+    assert!(dl.handle(Input::Tick, deadline - 1).is_empty());
+    let out = dl.handle(Input::Tick, deadline);
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::Stalled));
+    // Then the broker is asked again, once per retry period.
+    assert_eq!(dl.next_deadline(), Some(deadline + WANT_RETRY_MS));
+    // Once complete, nothing is due.
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(peer(2), Holder::full(&fx));
+    let actions = join(&mut dl, peer(2), deadline + 1);
+    swarm.pump(&mut dl, actions, deadline + 2);
+    assert!(swarm.complete);
+    assert_eq!(dl.next_deadline(), None);
 }

@@ -1,0 +1,283 @@
+//! Serving a link: `protocol::serve` plans which request becomes which
+//! reads and sends, within the channel's budget; this carries the plan
+//! out. It reads objects from what we hold, sends the messages the plan
+//! names as views of what was read, and resumes on `bufferedamountlow` or
+//! when a read completes.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::{ArrayBuffer, Uint8Array};
+use protocol::links::LinkRef;
+use protocol::serve::{Holding, JobId, Part, Plan, Step};
+use protocol::transfer::{Frame, FrameKind, Reply, Request, HEADER, MAX_MESSAGE};
+use protocol::ContentId;
+use wasm_bindgen::JsCast;
+
+use crate::error::{log_error, PeerError};
+use crate::rtc::Link;
+use crate::store::{ChunkRead, Held};
+
+use super::links::Role;
+use super::{with_inner, Inner};
+
+/// The serving side of a link.
+#[derive(Default)]
+pub struct Serving {
+    plan: Plan,
+    /// Bytes read for the plan's objects, until their last message is sent.
+    loaded: HashMap<JobId, Uint8Array>,
+    /// What requests were queued for: queued objects are still sent if the
+    /// content is released meanwhile.
+    held: HashMap<ContentId, Rc<Held>>,
+}
+
+impl Serving {
+    /// The channel opened: streams may use the largest message the other
+    /// side accepts.
+    pub fn opened(&mut self, link: &Link) {
+        self.plan.set_max_message(link.max_message(MAX_MESSAGE));
+    }
+}
+
+impl Holding for Held {
+    fn chunk_count(&self) -> u32 {
+        self.manifest.chunk_count()
+    }
+
+    fn has(&self, index: u32) -> bool {
+        Held::has(self, index)
+    }
+}
+
+/// What one pass over a plan ended with.
+enum Stop {
+    /// Waiting for the buffer to drain or a read to complete.
+    Wait,
+    /// A read could not start: the link stops being served.
+    ReadFailed(JobId, String),
+    /// The channel refused a message (it is closing): what the plan
+    /// counted as sent was not, so the link goes.
+    SendFailed,
+}
+
+impl Inner {
+    /// Sends `reply` on `link`'s channel.
+    pub(super) fn reply(&self, link: &LinkRef, reply: &Reply) {
+        let channel = self
+            .links
+            .current(link)
+            .and_then(|p| p.link.channel.as_ref());
+        if let Some(dc) = channel {
+            let _ = dc.send_with_str(&serde_json::to_string(reply).expect("replies serialize"));
+        }
+    }
+
+    /// Tells every link watching `content` (see `Plan::watches`).
+    pub(super) fn tell_watchers(&self, content: ContentId, reply: &Reply) {
+        let text = serde_json::to_string(reply).expect("replies serialize");
+        for (_, p) in self.links.iter() {
+            if let Role::Serve(s) = &p.role {
+                if s.plan.watches(&content) {
+                    if let Some(dc) = p.link.channel.as_ref() {
+                        let _ = dc.send_with_str(&text);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn serve_request(&mut self, link: LinkRef, text: &str) {
+        match serde_json::from_str::<Request>(text) {
+            Ok(request) => self.serve(link, request),
+            Err(e) => self.reply(
+                &link,
+                &Reply::Refused {
+                    message: format!("unreadable request: {e}"),
+                },
+            ),
+        }
+    }
+
+    /// Queues what `request` asks for, or answers at once why not.
+    pub(super) fn serve(&mut self, link: LinkRef, request: Request) {
+        let content = match &request {
+            Request::Manifest { content, .. }
+            | Request::Has { content }
+            | Request::Chunks { content, .. } => *content,
+        };
+        let held = self.held.get(&content).cloned();
+        let Some(Role::Serve(serving)) = self.links.current_mut(&link).map(|p| &mut p.role) else {
+            return;
+        };
+        let holding = held.as_deref().map(|h| h as &dyn Holding);
+        if let Err(reply) = serving.plan.request(request, holding) {
+            return self.reply(&link, &reply);
+        }
+        if let Some(held) = held {
+            serving.held.insert(content, held);
+        }
+        self.pump(link);
+    }
+
+    /// Carries out the plan until it says to wait: for `bufferedamountlow`
+    /// (see `rtc::LOW_WATER`), or for a read.
+    pub(super) fn pump(&mut self, link: LinkRef) {
+        let weak = self.me.clone();
+        let Some(p) = self.links.current_mut(&link) else {
+            return;
+        };
+        let Role::Serve(serving) = &mut p.role else {
+            return;
+        };
+        let Some(dc) = p.link.channel.clone().filter(|_| p.link.is_open()) else {
+            return;
+        };
+        #[cfg(feature = "test-hooks")]
+        let corrupt = self.corrupt_served;
+        let mut stop = Stop::Wait;
+        while let Some(step) = serving.plan.next(p.link.buffered()) {
+            match step {
+                Step::SendHas(content) => {
+                    let Some(held) = serving.held.get(&content) else {
+                        continue;
+                    };
+                    let has = Reply::Has {
+                        content,
+                        chunks: held.availability(),
+                    };
+                    let text = serde_json::to_string(&has).expect("replies serialize");
+                    if dc.send_with_str(&text).is_err() {
+                        stop = Stop::SendFailed;
+                        break;
+                    }
+                }
+                Step::Read {
+                    job,
+                    content,
+                    kind,
+                    index,
+                } => {
+                    let Some(held) = serving.held.get(&content) else {
+                        continue;
+                    };
+                    let read = match kind {
+                        FrameKind::Manifest => Ok(ChunkRead::Ready(Uint8Array::from(
+                            held.manifest_bytes.as_slice(),
+                        ))),
+                        FrameKind::Chunk => held.read_chunk(index),
+                    };
+                    match read {
+                        Ok(ChunkRead::Ready(bytes)) => {
+                            if serving.plan.loaded(job, bytes.length() as usize) {
+                                serving.loaded.insert(job, bytes);
+                            }
+                        }
+                        Ok(ChunkRead::Pending { read, at, len }) => {
+                            let weak = weak.clone();
+                            wasm_bindgen_futures::spawn_local(async move {
+                                let span = wasm_bindgen_futures::JsFuture::from(read).await;
+                                let result = span.and_then(|span| {
+                                    let span: ArrayBuffer = span.dyn_into()?;
+                                    Ok(Uint8Array::new_with_byte_offset_and_length(&span, at, len))
+                                });
+                                with_inner(&weak, move |i| i.on_read(link, job, result));
+                            });
+                        }
+                        Err(e) => {
+                            stop = Stop::ReadFailed(job, e.to_string());
+                            break;
+                        }
+                    }
+                }
+                Step::Send {
+                    job,
+                    kind,
+                    index,
+                    part,
+                    last,
+                } => {
+                    let Some(bytes) = serving.loaded.get(&job) else {
+                        continue;
+                    };
+                    let message = match part {
+                        // Once only: after it, the other side reads every
+                        // message as this chunk's bytes.
+                        Part::StreamHeader { total } => {
+                            Uint8Array::from(&Frame::stream_header(index, total)[..])
+                        }
+                        Part::View { from, to } => bytes.subarray(from as u32, to as u32),
+                        Part::Frame { offset, end, total } => {
+                            let frame = Uint8Array::new_with_length((HEADER + end - offset) as u32);
+                            frame
+                                .subarray(0, HEADER as u32)
+                                .copy_from(&Frame::header(kind, index, offset, total));
+                            frame.set(&bytes.subarray(offset as u32, end as u32), HEADER as u32);
+                            frame
+                        }
+                    };
+                    #[cfg(feature = "test-hooks")]
+                    let message = if corrupt && kind == FrameKind::Chunk && part.payload() > 0 {
+                        // A copy: the bytes read may be kept and served again.
+                        let bad = message.slice(0, message.length());
+                        let last = bad.length() - 1;
+                        bad.set_index(last, bad.get_index(last) ^ 0xff);
+                        bad
+                    } else {
+                        message
+                    };
+                    if dc.send_with_array_buffer_view(&message).is_err() {
+                        stop = Stop::SendFailed;
+                        break;
+                    }
+                    self.stats.to_peers += part.payload() as u64;
+                    if last {
+                        serving.loaded.remove(&job);
+                    }
+                }
+            }
+        }
+        match stop {
+            Stop::Wait => {}
+            Stop::ReadFailed(job, error) => self.fail_serving(link, job, &error),
+            Stop::SendFailed => self.on_link_lost(link),
+        }
+    }
+
+    /// A chunk read finished: send it, or give up serving this link.
+    fn on_read(
+        &mut self,
+        link: LinkRef,
+        job: JobId,
+        result: Result<Uint8Array, wasm_bindgen::JsValue>,
+    ) {
+        let Some(Role::Serve(serving)) = self.links.current_mut(&link).map(|p| &mut p.role) else {
+            return;
+        };
+        match result {
+            Ok(bytes) => {
+                if serving.plan.loaded(job, bytes.length() as usize) {
+                    serving.loaded.insert(job, bytes);
+                    self.pump(link);
+                }
+            }
+            Err(e) => self.fail_serving(link, job, &PeerError::Js(e).to_string()),
+        }
+    }
+
+    /// Stops serving a link whose content cannot be read (e.g. a shared
+    /// file that changed on disk): the other side is told and moves on.
+    fn fail_serving(&mut self, link: LinkRef, job: JobId, error: &str) {
+        let Some(Role::Serve(serving)) = self.links.current_mut(&link).map(|p| &mut p.role) else {
+            return;
+        };
+        let Some(refusal) = serving.plan.failed(job, error) else {
+            return;
+        };
+        serving.loaded.clear();
+        if let Reply::Refused { message } = &refusal {
+            log_error("cannot serve a peer", &PeerError::Refused(message.clone()));
+        }
+        self.reply(&link, &refusal);
+    }
+}

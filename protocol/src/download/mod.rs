@@ -1,0 +1,293 @@
+//! The wanter's side of a transfer, as a state machine without I/O:
+//! want -> connect -> receive -> verify -> store -> hold.
+//!
+//! The caller feeds it [`Input`]s (introductions, channel events, frames,
+//! availability, the clock) and carries out the [`Action`]s it returns
+//! (open a connection, send a request, drop a holder, ask the broker for
+//! more holders, keep, verify and store chunks). Every input carries
+//! `now`, a monotonic millisecond clock; the machine names its next
+//! deadline ([`Download::next_deadline`]) and the caller feeds
+//! [`Input::Tick`] then. Nothing is handed out without passing the
+//! manifest check against the address, and no chunk without passing its
+//! hash check.
+//!
+//! Chunk bytes never enter the machine: it reads each chunk frame's header
+//! ([`Input::ChunkFrame`]) and tells the caller where to keep the payload
+//! ([`Action::Keep`]), when a chunk is whole and must be hashed
+//! ([`Action::Verify`], answered by [`Input::Hashed`]), and what to do with
+//! it once the hash is compared ([`Action::Store`] or [`Action::Discard`]).
+//! So the caller can leave payloads where they landed and hash them with
+//! the fastest means it has (the browser peer: JavaScript memory and
+//! WebCrypto), while every decision stays here.
+//!
+//! Chunks are drawn from up to [`MAX_SOURCES`] holders at once (see
+//! [`holders`]: availability and bans are a holder's, requests and
+//! timeouts a connection's), each told what it has (`Reply::Has` /
+//! `Reply::Got`), rarest first (see [`scheduler`]). Holders that send bad
+//! data are banned for the rest of the download ([`DropReason`] says
+//! why); holders that vanish cost only their chunks in flight.
+//!
+//! Big content from a lone holder comes over two connections to it
+//! ([`Conn`]'s lanes, see [`SECOND_LANE_BYTES`]): each is its own SCTP
+//! association over its own UDP socket, so a receiver that falls behind
+//! loses fewer datagrams, and the two recover from losses apart.
+
+use crate::ids::ContentId;
+use crate::manifest::Manifest;
+use crate::transfer::Request;
+
+pub mod holders;
+mod io;
+mod receive;
+mod requests;
+pub mod scheduler;
+mod status;
+mod timeouts;
+
+pub use holders::{Conn, HolderId};
+pub use io::{Action, DropReason, Input};
+pub use status::Status;
+
+use holders::{Connection, Holders};
+
+/// Most holders a download draws from at once.
+pub const MAX_SOURCES: usize = 4;
+/// Chunks requested from one holder before the first of them arrives.
+pub const PIPELINE: usize = 4;
+/// A connection that owes chunks is asked for more once it owes this many
+/// fewer than [`PIPELINE`], not after every chunk: each request costs
+/// both sides a message, and the chunks still owed keep the holder busy
+/// meanwhile.
+pub const REFILL: usize = 2;
+/// Leading chunks asked to come along with the manifest: one, which is
+/// all of a typical page. More would make every downloader of a big file
+/// take the same leading chunks from the first holder, which is the
+/// seeder when a crowd arrives together.
+pub const PREFETCH: u32 = 1;
+/// Chunks are picked a block of about this many bytes at a time (see
+/// [`scheduler`]).
+pub const BLOCK_BYTES: u32 = 1 << 20;
+/// A connection whose data channel is not open after this long is dropped.
+pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// A connection that owes data and delivers nothing for this long is
+/// dropped.
+pub const STALL_TIMEOUT_MS: u64 = 5_000;
+/// While more holders could help, ask the broker again this often.
+pub const WANT_RETRY_MS: u64 = 2_000;
+/// Content of at least this many bytes, with at least half of it still
+/// to come, is drawn over a second connection to a holder that is the
+/// only one online. (Several holders already spread a download over
+/// several connections.)
+pub const SECOND_LANE_BYTES: u64 = 16 << 20;
+/// The second connection waits until this much is verified: by then the
+/// broker has counted the holders that arrived together with this peer,
+/// so a crowd around one seeder does not double its connections.
+pub const SECOND_LANE_AFTER_BYTES: u64 = 2 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Missing,
+    Requested,
+    /// Whole, and being hashed by the caller: from this holder.
+    Verifying(HolderId),
+    Done,
+}
+
+/// One download. See the module docs.
+#[derive(Debug)]
+pub struct Download {
+    content: ContentId,
+    manifest: Option<Manifest>,
+    /// The connection the manifest was asked over, until it arrived.
+    manifest_from: Option<Conn>,
+    slots: Vec<Slot>,
+    verified_bytes: u64,
+    holders: Holders,
+    holders_online: Option<u32>,
+    last_want: u64,
+    /// Where ties in the chunk order start (random per download).
+    start: u32,
+    complete: bool,
+}
+
+impl Download {
+    /// Starts a download. The caller has sent (or is sending) a `want` for
+    /// one holder; `now` is a monotonic millisecond clock; `seed` is random
+    /// and picks where in the content this download starts.
+    pub fn new(content: ContentId, now: u64, seed: u32) -> Self {
+        Download {
+            content,
+            manifest: None,
+            manifest_from: None,
+            slots: Vec::new(),
+            verified_bytes: 0,
+            holders: Holders::default(),
+            holders_online: None,
+            last_want: now,
+            start: seed,
+            complete: false,
+        }
+    }
+
+    /// The verified manifest, once it arrived.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Whether this holder was caught sending bad data or stalling.
+    pub fn is_banned(&self, holder: &HolderId) -> bool {
+        self.holders.banned.contains(holder)
+    }
+
+    /// Decides now what to ask of a holder that answers before its channel
+    /// opens: one introduced with a ready offer, whose answer carries the
+    /// first request so that the holder sends as soon as the channel opens.
+    /// The request counts as sent; `None` if there is nothing to ask yet.
+    pub fn request_ahead(&mut self, holder: HolderId, now: u64) -> Option<Request> {
+        let conn = Conn::first(holder);
+        let h = self.holders.map.get_mut(&holder)?;
+        if h.conns.get(&0).is_none_or(|c| c.open) {
+            return None;
+        }
+        if self.manifest.is_none() {
+            if self.manifest_from.is_some() {
+                return None;
+            }
+            self.manifest_from = Some(conn);
+            return Some(Request::Manifest {
+                content: self.content,
+                prefetch: PREFETCH,
+            });
+        }
+        if std::mem::replace(&mut h.asked_has, true) {
+            return None;
+        }
+        if let Some(c) = h.conns.get_mut(&0) {
+            c.last_progress = now;
+        }
+        Some(Request::Has {
+            content: self.content,
+        })
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input<'_>, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.complete {
+            // Late events after completion only need their connection closed.
+            match input {
+                Input::Introduced(holder) => out.push(Action::Disconnect {
+                    conn: Conn::first(holder),
+                    reason: None,
+                }),
+                Input::Opened(conn) => out.push(Action::Disconnect { conn, reason: None }),
+                _ => {}
+            }
+            return out;
+        }
+        let known = |d: &Self, conn: &Conn| d.holders.contains(conn);
+        match input {
+            Input::Introduced(holder) => {
+                if !self.holders.banned.contains(&holder)
+                    && !self.holders.map.contains_key(&holder)
+                    && self.holders.len() < MAX_SOURCES
+                {
+                    self.holders.connect(Conn::first(holder), now);
+                    out.push(Action::Connect(Conn::first(holder)));
+                }
+            }
+            Input::Opened(conn) => {
+                if let Some(c) = self.holders.conn_mut(&conn) {
+                    c.open = true;
+                    c.last_progress = now;
+                    self.schedule(now, &mut out);
+                }
+            }
+            Input::Frame(conn, bytes) if known(self, &conn) => {
+                if let Err(why) = self.on_frame(conn, bytes, now, &mut out) {
+                    self.ban(conn.holder, why, now, &mut out);
+                }
+            }
+            Input::ChunkFrame(conn, head) if known(self, &conn) => {
+                if let Err(why) = self.on_chunk_frame(conn, head, now, &mut out) {
+                    self.ban(conn.holder, why, now, &mut out);
+                }
+            }
+            Input::BadFrame(conn, why) if known(self, &conn) => {
+                self.ban(conn.holder, DropReason::BadFrame(why), now, &mut out);
+            }
+            Input::Hashed { index, hash } => self.on_hashed(index, hash, now, &mut out),
+            Input::Reply(conn, reply) if known(self, &conn) => {
+                self.on_reply(conn, reply, now, &mut out);
+            }
+            Input::Lost(conn) if known(self, &conn) => {
+                // The connection is already gone; nothing to close.
+                self.forget(conn);
+                self.after_loss(now, &mut out);
+            }
+            Input::Holders(count) => self.holders_online = Some(count),
+            Input::Tick => self.check_timeouts(now, &mut out),
+            // From a connection this download no longer has.
+            Input::Frame(..)
+            | Input::ChunkFrame(..)
+            | Input::BadFrame(..)
+            | Input::Reply(..)
+            | Input::Lost(..) => {}
+        }
+        out
+    }
+
+    /// Whether the holders online are one and this peer (which holds from
+    /// the manifest on): the case for a second connection.
+    fn lone_holder(&self) -> bool {
+        self.holders_online == Some(2)
+    }
+
+    /// Bans `holder` for the rest of the download and drops it.
+    fn ban(&mut self, holder: HolderId, why: DropReason, now: u64, out: &mut Vec<Action>) {
+        self.holders.banned.insert(holder);
+        self.drop_holder(holder, Some(why), now, out);
+    }
+
+    /// Closes every connection to `holder`.
+    fn drop_holder(
+        &mut self,
+        holder: HolderId,
+        why: Option<DropReason>,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        for conn in self.holders.conns_of(holder) {
+            self.drop_conn(conn, why.clone(), out);
+        }
+        self.after_loss(now, out);
+    }
+
+    /// Closes one connection, its chunks in flight back up for grabs.
+    fn drop_conn(&mut self, conn: Conn, why: Option<DropReason>, out: &mut Vec<Action>) {
+        self.forget(conn);
+        out.push(Action::Disconnect { conn, reason: why });
+    }
+
+    /// Removes a connection and puts its unfinished chunks back up for
+    /// grabs.
+    fn forget(&mut self, conn: Conn) {
+        for index in self.holders.remove(&conn).unwrap_or_default() {
+            self.slots[index as usize] = Slot::Missing;
+        }
+        if self.manifest_from == Some(conn) {
+            self.manifest_from = None;
+        }
+    }
+
+    fn after_loss(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.holders.len() == 0 {
+            self.last_want = now;
+            out.push(Action::Want(1));
+        }
+        self.schedule(now, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

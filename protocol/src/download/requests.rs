@@ -1,0 +1,154 @@
+//! What to ask over which connection: the manifest first, then what each
+//! holder has, then chunks into every connection's pipeline (see
+//! [`super::scheduler`] for which chunks); and when to open a second
+//! connection to a lone holder.
+
+use crate::transfer::Request;
+
+use super::{
+    scheduler, Action, Conn, Connection, Download, Slot, BLOCK_BYTES, PIPELINE, PREFETCH, REFILL,
+    SECOND_LANE_AFTER_BYTES, SECOND_LANE_BYTES,
+};
+
+impl Download {
+    /// Asks for the manifest first; then asks every open holder what it
+    /// has, and hands missing chunks to connections with room in their
+    /// pipeline.
+    pub(super) fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(manifest) = &self.manifest else {
+            if self.manifest_from.is_none() {
+                if let Some((conn, ..)) = self.holders.conns().find(|(_, _, c)| c.open) {
+                    self.manifest_from = Some(conn);
+                    out.push(Action::Send(
+                        conn,
+                        Request::Manifest {
+                            content: self.content,
+                            prefetch: PREFETCH,
+                        },
+                    ));
+                }
+            }
+            return;
+        };
+        if self.slots.iter().all(|s| *s == Slot::Done) {
+            return self.finish(out);
+        }
+        let count = manifest.chunk_count() as usize;
+        // How many connected holders have each chunk, and whether one of
+        // them only partly holds the content.
+        let mut rarity = vec![0u16; count];
+        let mut partly = vec![false; count];
+        for has in self.holders.map.values().filter_map(|h| h.has.as_ref()) {
+            let full = has.is_full();
+            for (i, r) in rarity.iter_mut().enumerate() {
+                if has.contains(i as u32) {
+                    *r += 1;
+                    partly[i] |= !full;
+                }
+            }
+        }
+        let block = (BLOCK_BYTES / manifest.chunk_size).max(1);
+        // Once other holders are online, a second connection is asked for
+        // nothing more and closes when it owes nothing: a crowd around one
+        // seeder must not have it serve anyone twice.
+        let lone = self.lone_holder();
+        let mut retired = Vec::new();
+        for (&holder, h) in self.holders.map.iter_mut() {
+            for (&lane, c) in h.conns.iter_mut().filter(|(_, c)| c.open) {
+                let conn = Conn { holder, lane };
+                if lane > 0 && !lone {
+                    if c.in_flight.is_empty() {
+                        retired.push(conn);
+                    }
+                    continue;
+                }
+                let Some(has) = &h.has else {
+                    if !std::mem::replace(&mut h.asked_has, true) {
+                        c.last_progress = now;
+                        out.push(Action::Send(
+                            conn,
+                            Request::Has {
+                                content: self.content,
+                            },
+                        ));
+                    }
+                    continue;
+                };
+                let room = PIPELINE.saturating_sub(c.in_flight.len());
+                if room < REFILL && !c.in_flight.is_empty() {
+                    continue;
+                }
+                let slots = &self.slots;
+                // A full holder is left what no connected partial holder has.
+                let full = has.is_full();
+                let indices = scheduler::pick(has, &rarity, self.start, block, room, |i| {
+                    slots[i as usize] == Slot::Missing && !(full && partly[i as usize])
+                });
+                if indices.is_empty() {
+                    continue;
+                }
+                for &i in &indices {
+                    self.slots[i as usize] = Slot::Requested;
+                }
+                request(c, conn, indices, self.content, now, out);
+            }
+        }
+        for conn in retired {
+            self.drop_conn(conn, None, out);
+        }
+        self.second_lane(now, out);
+    }
+
+    /// Opens a second connection to the only holder online, once, for big
+    /// content with much still to come (see [`SECOND_LANE_BYTES`]). What
+    /// the holder has is already known.
+    fn second_lane(&mut self, now: u64, out: &mut Vec<Action>) {
+        let Some(m) = &self.manifest else { return };
+        let remaining = m.size - self.verified_bytes;
+        if m.size < SECOND_LANE_BYTES
+            || remaining < SECOND_LANE_BYTES / 2
+            || self.verified_bytes < SECOND_LANE_AFTER_BYTES
+            || !self.lone_holder()
+            || self.holders.len() != 1
+        {
+            return;
+        }
+        let Some((&holder, h)) = self.holders.map.iter().next() else {
+            return;
+        };
+        let first_open = h.conns.len() == 1 && h.conns.get(&0).is_some_and(|c| c.open);
+        if !first_open || h.has.is_none() || !self.holders.laned.insert(holder) {
+            return;
+        }
+        let conn = Conn { holder, lane: 1 };
+        self.holders.connect(conn, now);
+        out.push(Action::Connect(conn));
+    }
+
+    fn finish(&mut self, out: &mut Vec<Action>) {
+        self.complete = true;
+        let conns: Vec<Conn> = self.holders.conns().map(|(conn, ..)| conn).collect();
+        self.holders.map.clear();
+        for conn in conns {
+            out.push(Action::Disconnect { conn, reason: None });
+        }
+        out.push(Action::Complete);
+    }
+}
+
+/// Asks `conn` for chunks `indices`.
+fn request(
+    c: &mut Connection,
+    conn: Conn,
+    indices: Vec<u32>,
+    content: crate::ids::ContentId,
+    now: u64,
+    out: &mut Vec<Action>,
+) {
+    if c.in_flight.is_empty() {
+        // Stall timing starts when the connection owes us something.
+        c.last_progress = now;
+    }
+    c.in_flight.extend_from_slice(&indices);
+    out.push(Action::Send(conn, Request::Chunks { content, indices }));
+}
