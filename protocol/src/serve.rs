@@ -444,6 +444,12 @@ impl Plan {
         self.watching.contains(content)
     }
 
+    /// Whether anything of `content` is still queued: the caller keeps
+    /// what it reads objects from until then.
+    pub fn queues(&self, content: &ContentId) -> bool {
+        self.queue.iter().any(|j| j.content == *content)
+    }
+
     /// Drops everything queued; what the other side watches stays.
     pub fn clear(&mut self) {
         self.queue.clear();
@@ -1111,6 +1117,25 @@ mod tests {
         // A failure later does not unsay it.
         plan.clear();
         assert!(plan.watches(&A));
+    }
+
+    #[test]
+    fn content_is_queued_until_its_last_job_is_done() {
+        let shop = shop(10, &[1_000]);
+        let mut plan = Plan::default();
+        plan.request(Request::Has { content: A }, Some(&shop))
+            .unwrap();
+        plan.request(chunks(vec![0]), Some(&shop)).unwrap();
+        assert!(plan.queues(&A) && !plan.queues(&B));
+        run(&mut plan, &shop);
+        assert!(!plan.queues(&A));
+        // A failed read lets go of everything queued.
+        plan.request(chunks(vec![0]), Some(&shop)).unwrap();
+        let Some(Step::Read { job, .. }) = plan.next(0) else {
+            panic!("a read");
+        };
+        assert!(plan.failed(job, "gone").is_some());
+        assert!(!plan.queues(&A));
     }
 
     #[test]

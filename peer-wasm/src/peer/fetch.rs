@@ -325,6 +325,9 @@ impl Inner {
             return;
         };
         self.signaling.unwant(content);
+        // Ended by holding the content (shared here meanwhile): its links
+        // are of no use any more.
+        self.drop_fetch_links(content);
         for w in fetch.waiters {
             let _ = w.send(held.clone());
         }

@@ -96,8 +96,9 @@ impl Inner {
         )
     }
 
-    /// Adds a connection under `key`, made by `make` with the callback
-    /// its events go to; returns it, or why it could not be made.
+    /// Makes a connection and adds it under `key`, its events going to
+    /// `on_link_event` with its `LinkRef`; returns that and the
+    /// `RTCPeerConnection`, or why it could not be made.
     fn add_link(
         &mut self,
         key: LinkKey,
@@ -401,6 +402,12 @@ impl Inner {
                 None => self.serve_request(link, &text),
             }
         }
+    }
+
+    /// Drops the connections a download of `content` fetches over.
+    pub(super) fn drop_fetch_links(&mut self, content: ContentId) {
+        self.links
+            .retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == content));
     }
 
     /// Drops serving connections whose channel never opened.

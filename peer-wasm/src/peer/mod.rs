@@ -41,7 +41,7 @@ use crate::store::{Held, Parts};
 
 use clock::Wake;
 use fetch::Fetch;
-use links::{Links, Role};
+use links::Links;
 use ready::Ready;
 use signaling::Signaling;
 
@@ -302,8 +302,7 @@ impl Inner {
     pub fn cancel(&mut self, content: &ContentId) {
         if self.fetches.remove(content).is_some() {
             self.signaling.unwant(*content);
-            self.links
-                .retain(|_, p| !matches!(p.role, Role::Fetch(c) if c == *content));
+            self.drop_fetch_links(*content);
             // What arrived so far is not kept.
             if self.held.get(content).is_some_and(|h| !h.is_complete()) {
                 self.release(content);

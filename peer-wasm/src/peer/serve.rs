@@ -27,12 +27,19 @@ pub struct Serving {
     plan: Plan,
     /// Bytes read for the plan's objects, until their last message is sent.
     loaded: HashMap<JobId, Uint8Array>,
-    /// What requests were queued for: queued objects are still sent if the
-    /// content is released meanwhile.
+    /// What queued requests are for, while they are queued: queued objects
+    /// are still sent if the content is released meanwhile, and released
+    /// content is freed once nothing of it is queued.
     held: HashMap<ContentId, Rc<Held>>,
 }
 
 impl Serving {
+    /// Lets go of content nothing queued needs any more.
+    fn forget_done(&mut self) {
+        let plan = &self.plan;
+        self.held.retain(|content, _| plan.queues(content));
+    }
+
     /// The channel opened: streams may use the largest message the other
     /// side accepts.
     pub fn opened(&mut self, link: &Link) {
@@ -56,9 +63,10 @@ enum Stop {
     Wait,
     /// A read could not start: the link stops being served.
     ReadFailed(JobId, String),
-    /// The channel refused a message (it is closing): what the plan
-    /// counted as sent was not, so the link goes.
-    SendFailed,
+    /// The channel refused a message (it is closing), or the bytes of a
+    /// step are not at hand: what the plan counted as done was not, so
+    /// the link goes.
+    Broken,
 }
 
 impl Inner {
@@ -140,7 +148,8 @@ impl Inner {
             match step {
                 Step::SendHas(content) => {
                     let Some(held) = serving.held.get(&content) else {
-                        continue;
+                        stop = Stop::Broken;
+                        break;
                     };
                     let has = Reply::Has {
                         content,
@@ -148,7 +157,7 @@ impl Inner {
                     };
                     let text = serde_json::to_string(&has).expect("replies serialize");
                     if dc.send_with_str(&text).is_err() {
-                        stop = Stop::SendFailed;
+                        stop = Stop::Broken;
                         break;
                     }
                 }
@@ -159,7 +168,8 @@ impl Inner {
                     index,
                 } => {
                     let Some(held) = serving.held.get(&content) else {
-                        continue;
+                        stop = Stop::Broken;
+                        break;
                     };
                     let read = match kind {
                         FrameKind::Manifest => Ok(ChunkRead::Ready(Uint8Array::from(
@@ -198,7 +208,8 @@ impl Inner {
                     last,
                 } => {
                     let Some(bytes) = serving.loaded.get(&job) else {
-                        continue;
+                        stop = Stop::Broken;
+                        break;
                     };
                     let message = match part {
                         // Once only: after it, the other side reads every
@@ -227,7 +238,7 @@ impl Inner {
                         message
                     };
                     if dc.send_with_array_buffer_view(&message).is_err() {
-                        stop = Stop::SendFailed;
+                        stop = Stop::Broken;
                         break;
                     }
                     self.stats.to_peers += part.payload() as u64;
@@ -237,10 +248,11 @@ impl Inner {
                 }
             }
         }
+        serving.forget_done();
         match stop {
             Stop::Wait => {}
             Stop::ReadFailed(job, error) => self.fail_serving(link, job, &error),
-            Stop::SendFailed => self.on_link_lost(link),
+            Stop::Broken => self.on_link_lost(link),
         }
     }
 
@@ -275,6 +287,7 @@ impl Inner {
             return;
         };
         serving.loaded.clear();
+        serving.forget_done();
         if let Reply::Refused { message } = &refusal {
             log_error("cannot serve a peer", &PeerError::Refused(message.clone()));
         }

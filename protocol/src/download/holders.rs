@@ -6,12 +6,14 @@
 //! A holder need not be a peer: the site's origin is one that has every
 //! chunk and is reached another way. The download treats both alike.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::availability::Availability;
 use crate::ids::PeerId;
 use crate::transfer::{Assembly, Cursor};
+
+use super::vec_map::VecMap;
 
 /// Who holds the content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,7 +78,7 @@ pub(super) struct Holder {
     /// Whether its availability was asked for (or comes with the manifest).
     pub asked_has: bool,
     /// Its connections, by lane; never empty while the holder is listed.
-    pub conns: BTreeMap<u8, Connection>,
+    pub conns: VecMap<u8, Connection>,
 }
 
 impl Holder {
@@ -131,7 +133,7 @@ impl Connection {
 pub(super) struct Holders {
     /// Ordered, so that iteration (and so the order of requests) is the
     /// same on every run.
-    pub map: BTreeMap<HolderId, Holder>,
+    pub map: VecMap<HolderId, Holder>,
     /// Caught sending bad data or stalling: not asked again.
     pub banned: HashSet<HolderId>,
     /// Holders a second connection was opened to (once per download).
@@ -164,8 +166,7 @@ impl Holders {
     /// Adds a connection to `conn.holder`, listing the holder if new.
     pub fn connect(&mut self, conn: Conn, now: u64) {
         self.map
-            .entry(conn.holder)
-            .or_default()
+            .get_or_default(conn.holder)
             .conns
             .insert(conn.lane, Connection::new(now));
     }

@@ -43,6 +43,7 @@ mod requests;
 pub mod scheduler;
 mod status;
 mod timeouts;
+mod vec_map;
 
 pub use holders::{Conn, HolderId};
 pub use io::{Action, DropReason, Input};
@@ -188,9 +189,11 @@ impl Download {
         let known = |d: &Self, conn: &Conn| d.holders.contains(conn);
         match input {
             Input::Introduced(holder) => {
+                // A holder left with only its second connection gets a
+                // first one again.
                 if !self.holders.banned.contains(&holder)
-                    && !self.holders.map.contains_key(&holder)
-                    && self.holders.len() < MAX_SOURCES
+                    && !self.holders.contains(&Conn::first(holder))
+                    && (self.holders.map.contains_key(&holder) || self.holders.len() < MAX_SOURCES)
                 {
                     self.holders.connect(Conn::first(holder), now);
                     out.push(Action::Connect(Conn::first(holder)));

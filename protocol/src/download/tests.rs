@@ -1174,3 +1174,18 @@ fn the_machine_names_its_next_deadline() {
     assert!(swarm.complete);
     assert_eq!(dl.next_deadline(), None);
 }
+
+#[test]
+fn a_holder_left_with_its_second_connection_gets_a_first_one_when_introduced_again() {
+    let fx = big();
+    let (mut swarm, mut dl) = lone_holder(&fx);
+    let (lane, _) = until_second_lane(&mut swarm, &mut dl);
+    dl.handle(Input::Opened(lane), 2);
+    dl.handle(Input::Lost(Conn::first(peer(1))), 3);
+    assert_eq!(
+        dl.handle(Input::Introduced(peer(1)), 4),
+        vec![Action::Connect(Conn::first(peer(1)))]
+    );
+    // Introduced once more while both are there: nothing new.
+    assert!(dl.handle(Input::Introduced(peer(1)), 5).is_empty());
+}
