@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use crate::availability::Availability;
 use crate::ids::ContentId;
 use crate::transfer::{
-    FrameKind, Reply, Request, MAX_FRAME, MAX_MESSAGE, MAX_PAYLOAD, MAX_PREFETCH,
+    Frame, FrameKind, Reply, Request, HEADER, MAX_FRAME, MAX_MESSAGE, MAX_PAYLOAD, MAX_PREFETCH,
     MAX_REQUEST_CHUNKS,
 };
 
@@ -118,12 +118,27 @@ pub enum Part {
 }
 
 impl Part {
+    /// The object's bytes the message carries, its header aside.
+    pub fn bytes(&self) -> std::ops::Range<usize> {
+        match *self {
+            Part::StreamHeader { .. } => 0..0,
+            Part::View { from, to } => from..to,
+            Part::Frame { offset, end, .. } => offset..end,
+        }
+    }
+
     /// Content bytes the message carries (its header aside).
     pub fn payload(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// The header that goes before [`Part::bytes`] in the message, if any:
+    /// a view has none, so it can be sent as the bytes read, uncopied.
+    pub fn header(&self, kind: FrameKind, index: u32) -> Option<[u8; HEADER]> {
         match *self {
-            Part::StreamHeader { .. } => 0,
-            Part::View { from, to } => to - from,
-            Part::Frame { offset, end, .. } => end - offset,
+            Part::StreamHeader { total } => Some(Frame::stream_header(index, total)),
+            Part::View { .. } => None,
+            Part::Frame { offset, total, .. } => Some(Frame::header(kind, index, offset, total)),
         }
     }
 }
@@ -460,7 +475,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::{Assembly, Frame, Reader, HEADER};
+    use crate::transfer::{Assembly, Reader};
     use std::collections::HashMap;
 
     const A: ContentId = ContentId([1; 32]);
@@ -565,15 +580,11 @@ mod tests {
     }
 
     fn encode(object: &[u8], kind: FrameKind, index: u32, part: Part) -> Vec<u8> {
-        match part {
-            Part::StreamHeader { total } => Frame::stream_header(index, total).to_vec(),
-            Part::View { from, to } => object[from..to].to_vec(),
-            Part::Frame { offset, end, total } => {
-                let mut m = Frame::header(kind, index, offset, total).to_vec();
-                m.extend_from_slice(&object[offset..end]);
-                m
-            }
-        }
+        let mut m = part
+            .header(kind, index)
+            .map_or_else(Vec::new, |h| h.to_vec());
+        m.extend_from_slice(&object[part.bytes()]);
+        m
     }
 
     /// What a receiver makes of the binary messages: whole objects, in

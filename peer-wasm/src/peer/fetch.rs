@@ -319,9 +319,6 @@ impl Inner {
     /// verified.
     pub(super) fn finish_fetch(&mut self, content: ContentId, held: &Rc<Held>) {
         let Some(fetch) = self.fetches.remove(&content) else {
-            if self.signaling.want_in_url == Some(content) {
-                self.signaling.want_in_url = None;
-            }
             return;
         };
         self.signaling.unwant(content);

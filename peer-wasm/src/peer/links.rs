@@ -62,6 +62,15 @@ impl Peering {
     }
 }
 
+impl Peering {
+    /// When this connection is dropped if its channel has not opened: only
+    /// a serving one is (a fetching one times out in its download).
+    fn open_deadline(&self, key: &LinkKey) -> Option<f64> {
+        (key.side == Side::Serve && !self.link.is_open())
+            .then_some(self.created + SERVE_OPEN_TIMEOUT_MS)
+    }
+}
+
 /// The connection we fetch over from this holder, if it is a peer.
 pub fn fetch_key(conn: Conn) -> Option<LinkKey> {
     Some(LinkKey {
@@ -246,10 +255,7 @@ impl Inner {
     /// The other side answered our offer (or our ready offer, then with
     /// its first request, `ahead`).
     pub(super) fn apply_answer(&mut self, key: LinkKey, sdp: String, ahead: Option<Request>) {
-        let Some(link) = self.links.current_ref(&key) else {
-            return;
-        };
-        let Some(p) = self.links.current_mut(&link) else {
+        let (Some(link), Some(p)) = (self.links.current_ref(&key), self.links.get_mut(&key)) else {
             return;
         };
         if ahead.is_some() {
@@ -412,17 +418,16 @@ impl Inner {
 
     /// Drops serving connections whose channel never opened.
     pub(super) fn drop_unopened(&mut self) {
-        let stale = now() - SERVE_OPEN_TIMEOUT_MS;
+        let t = now();
         self.links
-            .retain(|k, p| k.side == Side::Fetch || p.link.is_open() || p.created > stale);
+            .retain(|k, p| p.open_deadline(k).is_none_or(|at| at > t));
     }
 
     /// When the oldest serving connection that has not opened is dropped.
     pub(super) fn unopened_deadline(&self) -> Option<f64> {
         self.links
             .iter()
-            .filter(|(k, p)| k.side == Side::Serve && !p.link.is_open())
-            .map(|(_, p)| p.created + SERVE_OPEN_TIMEOUT_MS)
+            .filter_map(|(k, p)| p.open_deadline(k))
             .reduce(f64::min)
     }
 }

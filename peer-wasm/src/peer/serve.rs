@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use js_sys::{ArrayBuffer, Uint8Array};
 use protocol::links::LinkRef;
-use protocol::serve::{Holding, JobId, Part, Plan, Step};
-use protocol::transfer::{Frame, FrameKind, Reply, Request, HEADER, MAX_MESSAGE};
+use protocol::serve::{Holding, JobId, Plan, Step};
+use protocol::transfer::{FrameKind, Reply, Request, HEADER, MAX_MESSAGE};
 use protocol::ContentId;
 use wasm_bindgen::JsCast;
 
@@ -211,20 +211,18 @@ impl Inner {
                         stop = Stop::Broken;
                         break;
                     };
-                    let message = match part {
-                        // Once only: after it, the other side reads every
-                        // message as this chunk's bytes.
-                        Part::StreamHeader { total } => {
-                            Uint8Array::from(&Frame::stream_header(index, total)[..])
-                        }
-                        Part::View { from, to } => bytes.subarray(from as u32, to as u32),
-                        Part::Frame { offset, end, total } => {
-                            let frame = Uint8Array::new_with_length((HEADER + end - offset) as u32);
-                            frame
-                                .subarray(0, HEADER as u32)
-                                .copy_from(&Frame::header(kind, index, offset, total));
-                            frame.set(&bytes.subarray(offset as u32, end as u32), HEADER as u32);
-                            frame
+                    let range = part.bytes();
+                    let payload = bytes.subarray(range.start as u32, range.end as u32);
+                    let message = match part.header(kind, index) {
+                        // A chunk stream's message: a view of what was read.
+                        None => payload,
+                        // A frame, or a stream's header alone.
+                        Some(header) => {
+                            let message =
+                                Uint8Array::new_with_length((HEADER + range.len()) as u32);
+                            message.subarray(0, HEADER as u32).copy_from(&header);
+                            message.set(&payload, HEADER as u32);
+                            message
                         }
                     };
                     #[cfg(feature = "test-hooks")]

@@ -24,20 +24,18 @@ impl Download {
                 let Some(h) = self.holders.map.get_mut(&holder) else {
                     return;
                 };
+                let first = h.has.is_none();
+                let c = h.conns.get_mut(&conn.lane).expect("checked by caller");
                 // The first `Has` of the holder that sent the manifest: the
                 // leading chunks it has follow, unasked.
-                if self.manifest_from == Some(conn) && h.has.is_none() {
-                    if let Some(c) = h.conns.get_mut(&conn.lane) {
-                        c.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
-                        for &i in &c.in_flight {
-                            self.slots[i as usize] = Slot::Requested;
-                        }
+                if self.manifest_from == Some(conn) && first {
+                    c.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
+                    for &i in &c.in_flight {
+                        self.slots[i as usize] = Slot::Requested;
                     }
                 }
+                c.last_progress = now;
                 h.has = Some(has);
-                if let Some(c) = h.conns.get_mut(&conn.lane) {
-                    c.last_progress = now;
-                }
                 return self.schedule(now, out);
             }
             Reply::Got { content, index } if content == self.content => {
