@@ -2,7 +2,7 @@
 //! unless that peer is a trusted proxy, in which case the proxy's
 //! `Forwarded` (RFC 7239) or `X-Forwarded-For` header names the client.
 //! Headers from anyone else are ignored: a client could write anything
-//! there.
+//! there. The same goes for the scheme a proxy says the client used.
 
 use std::net::IpAddr;
 
@@ -38,6 +38,36 @@ pub fn client_addr(
         .rev()
         .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
+}
+
+/// The scheme the client used: `https` when a trusted proxy says so
+/// (`Forwarded: proto=https`, else `X-Forwarded-Proto: https`), otherwise
+/// `http`, the only one the broker speaks itself.
+pub fn client_scheme(
+    peer: IpAddr,
+    forwarded: Option<&str>,
+    x_forwarded_proto: Option<&str>,
+    trusted: &[IpNet],
+) -> &'static str {
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return "http";
+    }
+    // The rightmost value was set by the proxy closest to us.
+    let proto = match (forwarded, x_forwarded_proto) {
+        (Some(f), _) => f.rsplit(',').find_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.eq_ignore_ascii_case("proto")
+                    .then(|| value.trim().trim_matches('"'))
+            })
+        }),
+        (None, Some(x)) => x.rsplit(',').next().map(str::trim),
+        (None, None) => None,
+    };
+    match proto {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
 }
 
 /// `192.0.2.1`, `"192.0.2.1:1234"`, `"[2001:db8::1]:80"`, `2001:db8::1`.
@@ -80,6 +110,33 @@ mod tests {
             &nets(&["127.0.0.1/32"]),
         );
         assert_eq!(got, ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_the_scheme() {
+        let trusted = nets(&["127.0.0.1/32"]);
+        let proxy = ip("127.0.0.1");
+        assert_eq!(client_scheme(proxy, None, Some("https"), &trusted), "https");
+        assert_eq!(
+            client_scheme(proxy, None, Some("http, https"), &trusted),
+            "https"
+        );
+        assert_eq!(
+            client_scheme(
+                proxy,
+                Some("for=1.2.3.4;proto=https"),
+                Some("http"),
+                &trusted
+            ),
+            "https"
+        );
+        assert_eq!(client_scheme(proxy, None, None, &trusted), "http");
+        assert_eq!(client_scheme(proxy, None, Some("gopher"), &trusted), "http");
+        let stranger = ip("198.51.100.7");
+        assert_eq!(
+            client_scheme(stranger, None, Some("https"), &trusted),
+            "http"
+        );
     }
 
     #[test]

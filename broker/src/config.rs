@@ -20,6 +20,17 @@ pub struct Config {
     /// WebSocket besides the broker's own; `*` allows any. Requests without
     /// an `Origin` header (non-browser clients) are always allowed.
     pub allowed_origins: Vec<String>,
+    /// The origin browsers load the app from (e.g. `https://share.example`
+    /// behind a TLS proxy). When set, it alone is the broker's own origin
+    /// and `Host` is not trusted; see [`crate::origin`].
+    pub public_origin: Option<crate::origin::Origin>,
+    /// Longest time from a request's first byte to the end of its headers.
+    pub http_header_timeout: Duration,
+    /// Longest time an HTTP connection may wait for its next request.
+    pub http_idle_timeout: Duration,
+    /// Most plain HTTP connections open at once from one address group
+    /// ([`crate::admission::AddressGroup`]).
+    pub max_http_connections_per_address: usize,
     /// Most WebSocket connections open at once.
     pub max_connections: usize,
     /// Most WebSocket connections open at once from one client address.
@@ -31,9 +42,22 @@ pub struct Config {
     pub max_holdings: usize,
     /// Most addresses one peer may want at once.
     pub max_wants: usize,
-    /// Messages queued for one peer before it counts as too slow and is
-    /// disconnected.
+    /// A peer's own messages (replies, introductions) queued before it
+    /// counts as too slow and is disconnected. Signals relayed to it from
+    /// other peers have a pool of the same size; past it they are refused
+    /// to their senders.
     pub outbox_capacity: usize,
+    /// The same in bytes.
+    pub outbox_bytes: usize,
+    /// Signals from one sender queued for one recipient before more are
+    /// refused to the sender (`peer_busy`): what others send costs them,
+    /// never the recipient.
+    pub sender_share: usize,
+    /// The same in bytes.
+    pub sender_share_bytes: usize,
+    /// Holdings and wants of all the peers of one client address group
+    /// together (each costs the broker about 325 bytes).
+    pub max_registrations_per_address: usize,
     /// How often the broker pings each peer. Also keeps proxies in front
     /// of the broker (e.g. nginx's 60 s `proxy_read_timeout`) from closing
     /// idle connections.
@@ -49,6 +73,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// What one peer's outbound queue may hold.
+    pub fn outbox_limits(&self) -> crate::registry::Limits {
+        crate::registry::Limits {
+            messages: self.outbox_capacity,
+            bytes: self.outbox_bytes,
+            sender_messages: self.sender_share,
+            sender_bytes: self.sender_share_bytes,
+        }
+    }
+
     /// The ICE servers for `peer`'s welcome: the configured ones, plus TURN
     /// with credentials minted for this peer.
     pub fn ice_servers_for(&self, peer: PeerId) -> Vec<IceServer> {
@@ -58,17 +92,18 @@ impl Config {
     }
 
     /// Whether a browser page from `origin` may open a WebSocket on a
-    /// broker reached as `host` (the request's `Host` header).
-    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        let origin = origin.trim_end_matches('/');
-        let same_site = origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| host.is_some_and(|h| authority.eq_ignore_ascii_case(h)));
-        same_site
-            || self
-                .allowed_origins
-                .iter()
-                .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    /// broker reached as `reached` (see [`crate::origin`]).
+    pub fn origin_allowed(
+        &self,
+        origin: &str,
+        reached: &crate::origin::Reached,
+    ) -> Result<(), crate::origin::Refusal> {
+        crate::origin::check(
+            origin,
+            reached,
+            self.public_origin.as_ref(),
+            &self.allowed_origins,
+        )
     }
 }
 
@@ -79,12 +114,20 @@ impl Default for Config {
             ice_servers: Vec::new(),
             turn: None,
             allowed_origins: Vec::new(),
+            public_origin: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            max_http_connections_per_address: 64,
             max_connections: 10_000,
             max_connections_per_address: 256,
             trusted_proxies: Vec::new(),
             max_holdings: 1024,
             max_wants: 256,
             outbox_capacity: 256,
+            outbox_bytes: 1 << 20,
+            sender_share: 32,
+            sender_share_bytes: 64 << 10,
+            max_registrations_per_address: crate::registry::MAX_REGISTRATIONS_PER_ADDRESS,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(45),
             message_rate: 100,
@@ -99,16 +142,27 @@ mod tests {
 
     #[test]
     fn origins() {
+        use crate::origin::Reached;
+        let at = |scheme, host: &str| Reached {
+            scheme,
+            host: Some(host.to_owned()),
+        };
         let mut c = Config::default();
-        assert!(c.origin_allowed("http://127.0.0.1:8080", Some("127.0.0.1:8080")));
-        assert!(c.origin_allowed("https://Share.Example", Some("share.example")));
-        assert!(!c.origin_allowed("https://evil.example", Some("share.example")));
-        assert!(!c.origin_allowed("null", Some("share.example")));
-        assert!(!c.origin_allowed("https://share.example", None));
+        let local = at("http", "127.0.0.1:8080");
+        assert!(c.origin_allowed("http://127.0.0.1:8080", &local).is_ok());
+        assert!(c.origin_allowed("https://127.0.0.1:8080", &local).is_err());
+        // Without a public origin a domain-name Host is not trusted.
+        let named = at("https", "share.example");
+        assert!(c.origin_allowed("https://share.example", &named).is_err());
+        assert!(c.origin_allowed("null", &named).is_err());
+        c.public_origin = Some("https://share.example".parse().unwrap());
+        assert!(c.origin_allowed("https://Share.Example", &named).is_ok());
+        assert!(c.origin_allowed("http://share.example", &named).is_err());
+        assert!(c.origin_allowed("https://evil.example", &named).is_err());
         c.allowed_origins = vec!["https://app.example/".into()];
-        assert!(c.origin_allowed("https://app.example", Some("share.example")));
-        assert!(!c.origin_allowed("http://app.example", Some("share.example")));
+        assert!(c.origin_allowed("https://app.example", &named).is_ok());
+        assert!(c.origin_allowed("http://app.example", &named).is_err());
         c.allowed_origins = vec!["*".into()];
-        assert!(c.origin_allowed("https://evil.example", Some("share.example")));
+        assert!(c.origin_allowed("https://evil.example", &named).is_ok());
     }
 }

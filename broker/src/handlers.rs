@@ -12,6 +12,7 @@ use warp::reply::Reply;
 use warp::Rejection;
 
 use crate::admission::{admit, Refusal};
+use crate::origin::Reached;
 use crate::registry::Registry;
 use crate::upgrade::{NotUpgrade, WsUpgrade};
 use crate::{session, State};
@@ -27,22 +28,16 @@ pub fn websocket<R: Registry>(
     ws: WsUpgrade,
     query: HashMap<String, String>,
     origin: Option<String>,
-    host: Option<String>,
+    reached: Reached,
     client: IpAddr,
     state: Arc<State<R>>,
 ) -> warp::reply::Response {
     if let Some(origin) = origin {
-        if !state.config.origin_allowed(&origin, host.as_deref()) {
+        if let Err(refusal) = state.config.origin_allowed(&origin, &reached) {
             state.metrics.refused_origin.fetch_add(1, Relaxed);
-            tracing::debug!(%origin, "upgrade refused: origin not allowed");
-            return warp::reply::with_status(
-                format!(
-                    "pages from {origin} may not use this broker: it accepts its own pages \
-                     and those its operator allows (--allow-origin)\n"
-                ),
-                StatusCode::FORBIDDEN,
-            )
-            .into_response();
+            tracing::debug!(%origin, ?refusal, "upgrade refused: origin not allowed");
+            return warp::reply::with_status(format!("{refusal}\n"), StatusCode::FORBIDDEN)
+                .into_response();
         }
     }
     let admission = match admit(
@@ -60,13 +55,13 @@ pub fn websocket<R: Registry>(
             )
             .into_response();
         }
-        Err(Refusal::TooManyFrom(ip, max)) => {
+        Err(Refusal::TooManyFrom(group, max)) => {
             state.metrics.refused_per_address.fetch_add(1, Relaxed);
-            tracing::debug!(%ip, "upgrade refused: per-address limit");
+            tracing::debug!(%group, "upgrade refused: per-address limit");
             return warp::reply::with_status(
                 format!(
-                    "{ip} already has {max} broker connections open, the most one address may; \
-                     close some pages and try again\n"
+                    "{group} already has {max} broker connections open, the most one address \
+                     (or IPv6 /64) may; close some pages and try again\n"
                 ),
                 StatusCode::TOO_MANY_REQUESTS,
             )

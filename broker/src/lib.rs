@@ -13,11 +13,16 @@ pub mod admission;
 pub mod client_addr;
 pub mod config;
 pub mod handlers;
+pub mod http_server;
+pub mod http_service;
+pub mod http_timeouts;
 pub mod metrics;
+pub mod origin;
 pub mod rate;
 pub mod read_ahead;
 pub mod registry;
 pub mod routes;
+pub mod security_headers;
 pub mod session;
 pub mod turn;
 pub mod upgrade;
@@ -57,7 +62,8 @@ pub async fn run(
 ) {
     let metrics = Arc::new(Metrics::default());
     let registry =
-        LocalRegistry::with_limits(metrics.clone(), config.max_holdings, config.max_wants);
+        LocalRegistry::with_limits(metrics.clone(), config.max_holdings, config.max_wants)
+            .with_address_budget(config.max_registrations_per_address);
     run_with(listener, config, registry, metrics, shutdown).await
 }
 
@@ -75,6 +81,23 @@ pub async fn run_with<R: Registry>(
     if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
         tracing::warn!(error = %e, "cannot set TCP_NODELAY; relayed messages may be delayed");
     }
+    if config.public_origin.is_none() {
+        tracing::warn!(
+            "no --public-origin: pages may open WebSockets only when the broker is reached by \
+             an IP address or localhost; under a domain name (behind a proxy), set \
+             --public-origin https://<your domain>"
+        );
+    }
+    let headers = security_headers::SecurityHeaders::load(&config.www);
+    let timeouts =
+        http_timeouts::Timeouts::new(config.http_header_timeout, config.http_idle_timeout)
+            .counted_in(metrics.clone());
+    let cap = http_service::HttpCap {
+        per_address: Arc::default(),
+        max: config.max_http_connections_per_address,
+        trusted: config.trusted_proxies.clone(),
+        metrics: metrics.clone(),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(State {
         registry,
@@ -91,11 +114,11 @@ pub async fn run_with<R: Registry>(
         // peers reconnect to the next broker on their own.
         let _ = stop_tx.send(true);
     };
-    warp::serve(routes::routes(state.clone()))
-        .incoming(listener)
-        .graceful(signal)
-        .run()
-        .await;
+    let service = hyper_util::service::TowerToHyperService::new(warp::service(routes::routes(
+        state.clone(),
+        &headers,
+    )));
+    http_server::serve(listener, service, timeouts, cap, signal).await;
     // Upgraded WebSockets outlive the HTTP server; give their sessions a
     // moment to send the close frame and clean up.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);

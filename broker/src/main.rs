@@ -44,8 +44,10 @@ struct Args {
     #[arg(long, env = "BROKER_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
     turn_secret_file: Option<PathBuf>,
 
-    /// Seconds a minted TURN credential stays valid.
-    #[arg(long, env = "BROKER_TURN_TTL", default_value_t = 86_400)]
+    /// Seconds a minted TURN credential stays valid (at least 60). Peers
+    /// get fresh ones over their WebSocket a quarter of this before they
+    /// expire; links already relayed outlive them.
+    #[arg(long, env = "BROKER_TURN_TTL", default_value_t = 600)]
     turn_ttl: u64,
 
     /// Page origin allowed to open a broker WebSocket besides the broker's
@@ -59,12 +61,40 @@ struct Args {
     )]
     allowed_origins: Vec<String>,
 
+    /// The origin browsers load the app from, scheme included, e.g.
+    /// https://share.example behind a TLS proxy. Pages open WebSockets only
+    /// from it (or --allow-origin); the Host header is not trusted. Without
+    /// it, only pages of the IP address or localhost the broker is reached
+    /// at may: a domain name could be an attacker's, rebound to the broker.
+    #[arg(long, env = "BROKER_PUBLIC_ORIGIN", value_parser = parse_origin)]
+    public_origin: Option<broker::origin::Origin>,
+
+    /// Seconds a client may take from a request's first byte to the end of
+    /// its headers; slower requests get HTTP 408 and are closed.
+    #[arg(long, env = "BROKER_HTTP_HEADER_TIMEOUT", default_value_t = 10)]
+    http_header_timeout: u64,
+
+    /// Seconds an HTTP connection may wait for its next request (or a
+    /// response for the client to read it) before it is closed.
+    #[arg(long, env = "BROKER_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    http_idle_timeout: u64,
+
+    /// Most plain HTTP connections open at once from one client address (an
+    /// IPv6 /64 counts as one); more are refused with HTTP 429. Upgraded
+    /// WebSockets count under --max-connections-per-address instead.
+    #[arg(
+        long,
+        env = "BROKER_MAX_HTTP_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    max_http_connections_per_address: usize,
+
     /// Most WebSocket connections open at once; more get HTTP 503.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
 
-    /// Most WebSocket connections open at once from one client address;
-    /// more get HTTP 429.
+    /// Most WebSocket connections open at once from one client address (an
+    /// IPv6 /64 counts as one); more get HTTP 429.
     #[arg(
         long,
         env = "BROKER_MAX_CONNECTIONS_PER_ADDRESS",
@@ -87,10 +117,30 @@ struct Args {
     #[arg(long, env = "BROKER_MAX_WANTS", default_value_t = 256)]
     max_wants: usize,
 
-    /// Messages queued for one peer; a peer too slow to drain them is
-    /// disconnected.
+    /// A peer's own messages (replies, introductions) queued for it; a peer
+    /// too slow to drain them is disconnected. Signals relayed to it from
+    /// other peers have a pool as big; past it they are refused to their
+    /// senders.
     #[arg(long, env = "BROKER_OUTBOX_CAPACITY", default_value_t = 256)]
     outbox_capacity: usize,
+
+    /// The same in bytes.
+    #[arg(long, env = "BROKER_OUTBOX_BYTES", default_value_t = 1 << 20)]
+    outbox_bytes: usize,
+
+    /// Signals from one sender queued for one recipient; more are refused
+    /// to the sender (`peer_busy`) until the recipient reads them.
+    #[arg(long, env = "BROKER_SENDER_SHARE", default_value_t = 32)]
+    sender_share: usize,
+
+    /// The same in bytes.
+    #[arg(long, env = "BROKER_SENDER_SHARE_BYTES", default_value_t = 64 << 10)]
+    sender_share_bytes: usize,
+
+    /// Holdings and wants of all the pages of one client address (an IPv6
+    /// /64 counts as one) together; each costs the broker about 325 bytes.
+    #[arg(long, env = "BROKER_MAX_REGISTRATIONS_PER_ADDRESS", default_value_t = broker::registry::MAX_REGISTRATIONS_PER_ADDRESS)]
+    max_registrations_per_address: usize,
 
     /// Seconds between pings to each peer (keep below a proxy's read
     /// timeout, e.g. nginx's 60 s).
@@ -142,12 +192,20 @@ async fn main() -> anyhow::Result<()> {
             }]
         },
         allowed_origins: args.allowed_origins,
+        public_origin: args.public_origin,
+        http_header_timeout: Duration::from_secs(args.http_header_timeout.max(1)),
+        http_idle_timeout: Duration::from_secs(args.http_idle_timeout.max(1)),
+        max_http_connections_per_address: args.max_http_connections_per_address,
         max_connections: args.max_connections,
         max_connections_per_address: args.max_connections_per_address,
         trusted_proxies: args.trusted_proxies.clone(),
         max_holdings: args.max_holdings,
         max_wants: args.max_wants,
         outbox_capacity: args.outbox_capacity,
+        outbox_bytes: args.outbox_bytes,
+        sender_share: args.sender_share,
+        sender_share_bytes: args.sender_share_bytes,
+        max_registrations_per_address: args.max_registrations_per_address,
         ping_interval: Duration::from_secs(args.ping_interval.max(1)),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         message_rate: args.message_rate,
@@ -170,6 +228,12 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR network like 10.0.0.0/8"))
+}
+
+/// An origin like https://share.example.
+fn parse_origin(s: &str) -> Result<broker::origin::Origin, String> {
+    s.parse()
+        .map_err(|e: broker::origin::BadOrigin| e.to_string())
 }
 
 /// TURN settings from the flags: URLs and a secret go together.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use protocol::{ClientMsg, ErrorCode};
 
 /// Broker-wide counters.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Metrics {
     /// Open WebSocket connections.
     pub peers: AtomicU64,
@@ -27,12 +27,23 @@ pub struct Metrics {
     pub ready_offers: AtomicU64,
     /// Peers disconnected because their outbound queue was full.
     pub queue_drops: AtomicU64,
+    /// Relayed signals refused because the recipient had not read the
+    /// sender's share (or all senders') of its queue yet.
+    pub refused_relays: AtomicU64,
     /// WebSocket upgrades refused for an origin not on the allowlist.
     pub refused_origin: AtomicU64,
     /// WebSocket upgrades refused at the connection limit.
     pub refused_capacity: AtomicU64,
     /// WebSocket upgrades refused at the per-address connection limit.
     pub refused_per_address: AtomicU64,
+    /// Plain HTTP connections (or forwarded requests) refused at the
+    /// per-address cap.
+    pub refused_http: AtomicU64,
+    /// HTTP connections whose request headers took too long (408).
+    pub http_header_timeouts: AtomicU64,
+    /// HTTP connections closed for idling between requests or not reading
+    /// a response.
+    pub http_idle_closes: AtomicU64,
     /// Peers disconnected because they answered no ping in time.
     pub idle_drops: AtomicU64,
     /// Peers disconnected for flooding past the message rate limit.
@@ -43,7 +54,7 @@ pub struct Metrics {
     errors: [AtomicU64; CODES.len()],
 }
 
-const CODES: [ErrorCode; 10] = [
+const CODES: [ErrorCode; 11] = [
     ErrorCode::BadJson,
     ErrorCode::UnknownType,
     ErrorCode::BadMessage,
@@ -54,6 +65,7 @@ const CODES: [ErrorCode; 10] = [
     ErrorCode::Limit,
     ErrorCode::RateLimited,
     ErrorCode::UnexpectedAnswer,
+    ErrorCode::PeerBusy,
 ];
 
 fn code_index(code: ErrorCode) -> usize {
@@ -132,6 +144,30 @@ impl Metrics {
             "counter",
             "Peers disconnected for a full outbound queue.",
             self.queue_drops.load(Relaxed),
+        );
+        one(
+            "broker_refused_http_total",
+            "counter",
+            "Plain HTTP connections or requests refused at the per-address cap.",
+            self.refused_http.load(Relaxed),
+        );
+        one(
+            "broker_http_header_timeouts_total",
+            "counter",
+            "HTTP connections whose request headers took too long (408).",
+            self.http_header_timeouts.load(Relaxed),
+        );
+        one(
+            "broker_http_idle_closes_total",
+            "counter",
+            "HTTP connections closed idle between requests or not reading a response.",
+            self.http_idle_closes.load(Relaxed),
+        );
+        one(
+            "broker_refused_relays_total",
+            "counter",
+            "Relayed signals refused: the recipient had not read the sender's share of its queue.",
+            self.refused_relays.load(Relaxed),
         );
         one(
             "broker_idle_drops_total",

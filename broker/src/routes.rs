@@ -2,31 +2,38 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use warp::Filter;
 
 use ipnet::IpNet;
 
-use crate::client_addr::client_addr;
+use crate::client_addr::{client_addr, client_scheme};
 use crate::handlers;
+use crate::http_service::TcpPeer;
+use crate::origin::Reached;
 use crate::registry::Registry;
+use crate::security_headers::SecurityHeaders;
 use crate::upgrade;
 use crate::State;
 
-/// Every route the broker serves.
+/// Every route the broker serves. The app's responses (the page, share
+/// links, static files) carry `headers.app()`; every response, errors
+/// included, carries `headers.every()`.
 pub fn routes<R: Registry>(
     state: Arc<State<R>>,
+    headers: &SecurityHeaders,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let www = state.config.www.clone();
+    let trusted = state.config.trusted_proxies.clone();
     let ws = warp::path("ws")
         .and(warp::path::end())
         .and(upgrade::ws_upgrade())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
-        .and(client_address(state.config.trusted_proxies.clone()))
+        .and(reached(trusted.clone()))
+        .and(client_address(trusted))
         .and(with_state(state.clone()))
         .map(handlers::websocket);
     let metrics = warp::path("metrics")
@@ -48,14 +55,23 @@ pub fn routes<R: Registry>(
         .and(warp::fs::file(www.join("index.html")));
     // HEAD too: proxies and uptime checks probe with it.
     let files = warp::get().or(warp::head()).unify().and(warp::fs::dir(www));
+    let app = page
+        .or(files)
+        .with(warp::reply::with::headers(headers.app()));
     ws.or(metrics)
         .or(healthz)
-        .or(page)
-        .or(files)
+        .or(app)
         .recover(handlers::recover)
+        .with(warp::reply::with::headers(headers.every()))
         .with(warp::log::custom(|info| {
             tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
         }))
+}
+
+/// The TCP peer's address (unspecified if the server did not say).
+fn tcp_peer() -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
+    warp::ext::optional::<TcpPeer>()
+        .map(|peer: Option<TcpPeer>| peer.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |p| p.0.ip()))
 }
 
 /// The client's address: the TCP peer, or whom a trusted proxy forwards for
@@ -63,13 +79,32 @@ pub fn routes<R: Registry>(
 fn client_address(
     trusted: Vec<IpNet>,
 ) -> impl Filter<Extract = (IpAddr,), Error = warp::Rejection> + Clone {
-    warp::addr::remote()
+    tcp_peer()
         .and(warp::header::optional::<String>("forwarded"))
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .map(
-            move |remote: Option<SocketAddr>, forwarded: Option<String>, xff: Option<String>| {
-                let peer = remote.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.ip());
+            move |peer: IpAddr, forwarded: Option<String>, xff: Option<String>| {
                 client_addr(peer, forwarded.as_deref(), xff.as_deref(), &trusted)
+            },
+        )
+}
+
+/// How the request reached the broker, for the Origin check: the scheme
+/// (what a trusted proxy says, else `http`) and the `Host` header.
+fn reached(
+    trusted: Vec<IpNet>,
+) -> impl Filter<Extract = (Reached,), Error = warp::Rejection> + Clone {
+    tcp_peer()
+        .and(warp::header::optional::<String>("forwarded"))
+        .and(warp::header::optional::<String>("x-forwarded-proto"))
+        .and(warp::header::optional::<String>("host"))
+        .map(
+            move |peer: IpAddr,
+                  forwarded: Option<String>,
+                  proto: Option<String>,
+                  host: Option<String>| Reached {
+                scheme: client_scheme(peer, forwarded.as_deref(), proto.as_deref(), &trusted),
+                host,
             },
         )
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use protocol::signaling::{decode_client, signal_kind, SignalKind, MAX_READY_OFFER_BYTES};
+use protocol::signaling::{
+    decode_client, signal_kind, SignalKind, MAX_READY_OFFER_BYTES, MAX_SIGNAL_BYTES,
+};
 use protocol::{ClientMsg, ContentId, ErrorCode, PeerId, ServerMsg};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -63,13 +65,13 @@ async fn serve_as<R: Registry>(
     state.metrics.peers.fetch_add(1, Relaxed);
     tracing::debug!("connected");
 
-    let (mailbox, queue) = Mailbox::new(state.config.outbox_capacity);
+    let (mailbox, queue) = Mailbox::with_limits(state.config.outbox_limits());
     let session = Session {
         id,
         state: state.clone(),
         outbox: mailbox.clone(),
     };
-    state.registry.connect(id, mailbox).await;
+    state.registry.connect(id, mailbox, admission.group()).await;
     session.send(&ServerMsg::Welcome {
         id,
         ice_servers: state.config.ice_servers_for(id),
@@ -100,6 +102,15 @@ async fn serve_as<R: Registry>(
         config.ping_interval,
     );
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Fresh TURN credentials before the welcome's expire; boxed, and only
+    // with TURN, so that other brokers' idle peers do not pay for it.
+    let mut renew_ice = config.turn.as_ref().map(|turn| {
+        let every = turn.renew_every();
+        Box::new(tokio::time::interval_at(
+            tokio::time::Instant::now() + every,
+            every,
+        ))
+    });
     // One task reads and writes: a second task per connection, and the lock
     // that splitting the socket needs, would cost every idle peer memory.
     let close = loop {
@@ -126,13 +137,16 @@ async fn serve_as<R: Registry>(
             frame = ws.next() => match frame {
                 Some(Ok(msg)) => {
                     last_seen = Instant::now();
-                    match msg {
+                    let control = match msg {
                         Message::Close(_) => break None,
-                        // Pongs only prove liveness; pings are answered below us.
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                        Message::Text(_) | Message::Binary(_) => {}
-                    }
+                        // Pongs only prove liveness; pings are answered below
+                        // us. Both count against the rate limit, silently:
+                        // a ping flood costs the broker a pong each.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => true,
+                        Message::Text(_) | Message::Binary(_) => false,
+                    };
                     match rate.check(last_seen) {
+                        Verdict::Accept | Verdict::Refuse if control => continue,
                         // Boxed: handling needs far more state than waiting,
                         // and only while it runs; inline, every idle
                         // connection's task would be sized for it.
@@ -150,7 +164,7 @@ async fn serve_as<R: Registry>(
                             state.metrics.flood_drops.fetch_add(1, Relaxed);
                             break Some((
                                 CLOSE_POLICY,
-                                "message flood: far over the rate limit; reconnect later".to_owned(),
+                                "message flood (pings count too): far over the rate limit; reconnect later".to_owned(),
                             ));
                         }
                     }
@@ -176,6 +190,11 @@ async fn serve_as<R: Registry>(
                 }
                 // A full queue means a slow peer, which the registry kills.
                 let _ = session.outbox.try_send(Outbound::Ping);
+            }
+            _ = async { renew_ice.as_mut().expect("checked").tick().await }, if renew_ice.is_some() => {
+                session.send(&ServerMsg::IceServers {
+                    ice_servers: config.ice_servers_for(id),
+                });
             }
             _ = &mut stopping => {
                 break Some((CLOSE_RESTART, "broker restarting; reconnect".to_owned()));
@@ -308,6 +327,11 @@ impl<R: Registry> Session<R> {
     async fn handle(&self, msg: ClientMsg) {
         self.state.metrics.message(&msg);
         let registry = &self.state.registry;
+        // The peer an error is about: a signal's recipient.
+        let msg_peer = match &msg {
+            ClientMsg::Signal { to, .. } => Some(*to),
+            _ => None,
+        };
         let result = match msg {
             ClientMsg::Signal { to, data } => {
                 if to == self.id {
@@ -317,10 +341,29 @@ impl<R: Registry> Session<R> {
                         Some(to),
                     );
                 }
-                match signal_kind(data.get()) {
+                let len = data.get().len();
+                if len > MAX_SIGNAL_BYTES {
+                    return self.error(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "signal data is {len} bytes, over the {MAX_SIGNAL_BYTES}-byte limit; \
+                             a handshake message is smaller: send candidates one by one"
+                        ),
+                        Some(to),
+                    );
+                }
+                let kind = match signal_kind(data.get()) {
+                    Ok(kind) => kind,
+                    Err(message) => return self.error(ErrorCode::BadMessage, message, Some(to)),
+                };
+                match kind {
                     // Recorded before relaying: the answer may come back
                     // before this returns.
-                    SignalKind::Offer => registry.offered(self.id, to).await,
+                    SignalKind::Offer => {
+                        if let Err(e) = registry.offered(self.id, to).await {
+                            return self.error(e.code(), e.to_string(), Some(to));
+                        }
+                    }
                     SignalKind::Answer => match registry.answering(self.id, to).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -338,7 +381,7 @@ impl<R: Registry> Session<R> {
                     SignalKind::Other => {}
                 }
                 let text = encode_signal(self.id, &data);
-                let result = registry.publish(to, text).await;
+                let result = registry.publish(self.id, to, text).await;
                 if result.is_ok() {
                     self.state.metrics.relayed.fetch_add(1, Relaxed);
                 }
@@ -373,9 +416,9 @@ impl<R: Registry> Session<R> {
             }
         };
         if let Err(e) = result {
-            let peer = match &e {
-                crate::registry::RegistryError::UnknownPeer(p) => Some(*p),
-                _ => None,
+            let peer = match (&e, msg_peer) {
+                (crate::registry::RegistryError::UnknownPeer(p), _) => Some(*p),
+                (_, to) => to,
             };
             self.error(e.code(), e.to_string(), peer);
         }

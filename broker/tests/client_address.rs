@@ -50,3 +50,28 @@ async fn forwarding_headers_from_untrusted_peers_are_ignored() {
     assert_eq!(status, 429);
     assert!(body.contains("127.0.0.1"), "{body}");
 }
+
+#[tokio::test]
+async fn an_ipv6_slash_64_counts_as_one_address_and_mapped_ipv4_as_its_ipv4() {
+    let broker = Broker::start_with(|c| {
+        c.max_connections_per_address = 2;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let _a1 = open_as(&broker, "2001:db8::1").await.unwrap();
+    let _a2 = open_as(&broker, "2001:db8::2").await.unwrap();
+    let (status, body) = open_as(&broker, "2001:db8::ffff:3").await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(
+        body.contains("2001:db8::/64 already has 2 broker connections"),
+        "{body}"
+    );
+    // The next /64 is someone else.
+    let _b = open_as(&broker, "2001:db8:0:1::1").await.unwrap();
+    // An IPv4 address written as IPv6 is still that IPv4 address.
+    let _m1 = open_as(&broker, "::ffff:203.0.113.9").await.unwrap();
+    let _m2 = open_as(&broker, "203.0.113.9").await.unwrap();
+    let (status, body) = open_as(&broker, "::ffff:203.0.113.9").await.unwrap_err();
+    assert_eq!(status, 429);
+    assert!(body.contains("203.0.113.9 already has 2"), "{body}");
+}

@@ -15,6 +15,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+/// The client address group of the registry tests' peers.
+fn home() -> broker::admission::AddressGroup {
+    broker::admission::AddressGroup::of(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
 /// Two holders (one of two addresses), a wanter of each (one via the URL),
 /// everybody connected and settled. Returns them and the addresses.
 async fn populate(broker: &Broker) -> (Vec<common::Client>, String, String) {
@@ -113,8 +118,8 @@ async fn local_registry_forgets_a_peer_entirely_on_disconnect() {
     let (a, b) = (PeerId(Uuid::new_v4()), PeerId(Uuid::new_v4()));
     let (mb_a, rx_a) = mailbox(16);
     let (mb_b, rx_b) = mailbox(16);
-    reg.connect(a, mb_a).await;
-    reg.connect(b, mb_b).await;
+    reg.connect(a, mb_a, home()).await;
+    reg.connect(b, mb_b, home()).await;
     let x = ContentId::of_manifest_bytes(b"x");
     let y = ContentId::of_manifest_bytes(b"y");
     let (xs, ys) = (x.to_string(), y.to_string());
@@ -145,7 +150,7 @@ async fn local_registry_forgets_a_peer_entirely_on_disconnect() {
     assert_eq!(metrics.addresses.load(Relaxed), 0);
     assert!(!reg.is_empty(), "b still wants x and z");
     assert!(matches!(
-        reg.publish(a, "{}".into()).await,
+        reg.publish(b, a, "{}".into()).await,
         Err(RegistryError::UnknownPeer(p)) if p == a
     ));
 
@@ -161,7 +166,7 @@ async fn local_registry_cleans_up_after_release_and_unwant() {
     let reg = LocalRegistry::new(Arc::new(Metrics::default()));
     let a = PeerId(Uuid::new_v4());
     let (mb, _rx) = mailbox(16);
-    reg.connect(a, mb).await;
+    reg.connect(a, mb, home()).await;
     let x = ContentId::of_manifest_bytes(b"x");
     reg.hold(a, x).await.unwrap();
     reg.want(a, ContentId::of_manifest_bytes(b"y"), 1)
@@ -176,18 +181,26 @@ async fn local_registry_cleans_up_after_release_and_unwant() {
 }
 
 #[tokio::test]
-async fn local_registry_kills_a_peer_whose_queue_is_full() {
+async fn local_registry_refuses_relays_past_the_recipients_queue_and_keeps_it() {
     let metrics = Arc::new(Metrics::default());
     let reg = LocalRegistry::new(metrics.clone());
-    let slow = PeerId(Uuid::new_v4());
+    let (slow, sender) = (PeerId(Uuid::new_v4()), PeerId(Uuid::new_v4()));
     let (mb, rx) = mailbox(1);
-    reg.connect(slow, mb).await;
-    reg.publish(slow, "1".into()).await.unwrap();
-    // The second does not fit: the sender is not blamed, the slow peer is.
-    reg.publish(slow, "2".into()).await.unwrap();
-    assert!(rx.killed(), "the slow peer's session must be told to end");
-    assert_eq!(metrics.queue_drops.load(Relaxed), 1);
+    reg.connect(slow, mb, home()).await;
+    reg.publish(sender, slow, "1".into()).await.unwrap();
+    // The second does not fit: the sender is refused, the recipient stays.
+    assert!(matches!(
+        reg.publish(sender, slow, "2".into()).await,
+        Err(RegistryError::Busy(m)) if m.contains("has not yet read 1 signals of yours")
+    ));
+    assert!(
+        !rx.killed(),
+        "others' signals must not get a peer disconnected"
+    );
+    assert_eq!(metrics.queue_drops.load(Relaxed), 0);
+    assert_eq!(metrics.refused_relays.load(Relaxed), 1);
     assert!(matches!(rx.try_recv(), Some(Outbound::Text(t)) if &*t == "1"));
+    assert!(rx.try_recv().is_none());
 }
 
 #[tokio::test]

@@ -25,6 +25,10 @@ use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 const PEERS: usize = 5;
+/// The client address group of every peer here.
+fn home() -> broker::admission::AddressGroup {
+    broker::admission::AddressGroup::of(std::net::Ipv4Addr::LOCALHOST.into())
+}
 const CONTENTS: usize = 3;
 /// Larger than anything one operation sends to one peer.
 const ROOMY: usize = 64;
@@ -188,7 +192,8 @@ impl Harness {
         match *op {
             Op::Connect(p, queue) => {
                 let (mailbox, rx) = mailbox(if queue == Queue::Tiny { 1 } else { ROOMY });
-                self.rt.block_on(self.reg.connect(peer_id(p), mailbox));
+                self.rt
+                    .block_on(self.reg.connect(peer_id(p), mailbox, home()));
                 let rx = (queue != Queue::Closed).then_some(rx);
                 self.peers[p].conn = Some(Conn { rx, queue });
             }
@@ -275,7 +280,11 @@ impl Harness {
                     from: peer_id((p + 1) % PEERS),
                     data,
                 });
-                let result = self.rt.block_on(self.reg.publish(peer_id(p), text.clone()));
+                let result = self.rt.block_on(self.reg.publish(
+                    peer_id((p + 1) % PEERS),
+                    peer_id(p),
+                    text.clone(),
+                ));
                 match &self.peers[p].conn {
                     Some(conn) if conn.queue != Queue::Closed => {
                         prop_assert!(result.is_ok(), "{op:?}: {result:?}");
@@ -530,8 +539,8 @@ fn a_holder_that_also_wants_hears_each_count_once() {
     let (mailbox_a, rx) = mailbox(ROOMY);
     let (mailbox_b, _rx_b) = mailbox(ROOMY);
     rt.block_on(async {
-        reg.connect(a, mailbox_a).await;
-        reg.connect(b, mailbox_b).await;
+        reg.connect(a, mailbox_a, home()).await;
+        reg.connect(b, mailbox_b, home()).await;
         reg.hold(a, x).await.unwrap();
         reg.want(a, x, 1).await.unwrap();
         while rx.try_recv().is_some() {}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fresh_address, hold, release, signal, want, Broker, Client, QUIET};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Sends `data` (raw JSON text, sent byte for byte) from `from` to `to` and
 /// checks that `to` receives exactly `{"signal":{"from":<from>,"data":<data>}}`.
@@ -60,8 +60,14 @@ async fn offer_answer_and_candidates_arrive_verbatim() {
         }
     }
 
-    // Any JSON value is opaque to the broker.
-    for data in ["null", "42", r#""text""#, "[1,[2,[3]]]", "{}"] {
+    // Beyond its one `kind`, an object is opaque to the broker.
+    for data in [
+        r#"{"kind":"bye"}"#,
+        r#"{"kind":"x-other","n":null}"#,
+        r#"{"a":[1,[2,[3]]],"kind":"42"}"#,
+        r#"{"kind":"candidate","nested":{"kind":"answer"}}"#,
+        r#"{ "kind" :"\u0063andidate"}"#,
+    ] {
         relay_verbatim(&mut wanter, &mut holder, data).await;
     }
 
@@ -91,9 +97,8 @@ async fn the_sender_is_stamped_and_cannot_be_spoofed_through_the_payload() {
     // Payloads that claim to come from alice, at every depth.
     for data in [
         json!({"from": alice.id, "kind": "candidate", "candidate": "x"}),
-        json!({"signal": {"from": alice.id, "data": {"kind": "bye", "reason": "x"}}}),
-        json!([{"from": alice.id}]),
-        json!(alice.id),
+        json!({"kind": "x", "signal": {"from": alice.id, "data": {"kind": "bye", "reason": "x"}}}),
+        json!({"kind": "x", "from": [{"from": alice.id}]}),
     ] {
         mallory.send_json(&signal(&bob.id, data.clone())).await;
         assert_eq!(
@@ -209,7 +214,9 @@ async fn signal_to_a_peer_whose_connection_dropped_is_unknown_peer() {
     gone.drop_connection();
     sender.expect_holders(&content, 0).await;
 
-    sender.send_json(&signal(&gone_id, json!(null))).await;
+    sender
+        .send_json(&signal(&gone_id, json!({"kind": "bye"})))
+        .await;
     let err = sender.expect_error("unknown_peer").await;
     assert_eq!(err["peer"], gone_id.as_str(), "{err}");
 }
@@ -243,10 +250,10 @@ async fn releasing_does_not_stop_relaying() {
     b.send_json(&hold(&content)).await;
     b.expect_holders(&content, 1).await;
     b.send_json(&release(&content)).await;
-    a.send_json(&signal(&b.id, Value::Bool(true))).await;
+    a.send_json(&signal(&b.id, json!({"kind": "bye"}))).await;
     assert_eq!(
         b.recv().await,
-        json!({"signal": {"from": a.id, "data": true}})
+        json!({"signal": {"from": a.id, "data": {"kind": "bye"}}})
     );
 }
 

@@ -73,6 +73,9 @@ struct Row {
     saturated: Measured,
     fixed: Measured,
     kib_per_idle_peer: f64,
+    /// The server's CPU time per relayed signal in each window, in µs.
+    cpu_us_saturated: f64,
+    cpu_us_fixed: f64,
 }
 
 const WARMUP: Duration = Duration::from_secs(2);
@@ -140,6 +143,7 @@ async fn measure(
     eprintln!("{}: relay runs with {} peers", server.name(), args.peers);
     let running = Running::start(server, bins, port, cpu, &args.logs)?;
     let peers = load::connect_all(server, running.addr, 0..args.peers).await?;
+    let cpu_window = CpuWindow::start(running.pid(), window);
     let (saturated, peers) = load::relay(
         server,
         peers,
@@ -149,10 +153,16 @@ async fn measure(
         window,
     )
     .await?;
-    eprintln!("  saturated: {:.0}/s", saturated.rate());
+    let cpu_us_saturated = cpu_window.per_signal_us(&saturated).await?;
+    eprintln!(
+        "  saturated: {:.0}/s, {cpu_us_saturated:.2} µs CPU per signal",
+        saturated.rate()
+    );
     let period = Duration::from_secs_f64(args.peers as f64 / args.rate as f64);
+    let cpu_window = CpuWindow::start(running.pid(), window);
     let (fixed, peers) =
         load::relay(server, peers, Pace::Every(period), epoch, WARMUP, window).await?;
+    let cpu_us_fixed = cpu_window.per_signal_us(&fixed).await?;
     eprintln!(
         "  fixed rate: {:.0}/s, p99 {:.2} ms",
         fixed.rate(),
@@ -178,35 +188,65 @@ async fn measure(
         saturated,
         fixed,
         kib_per_idle_peer,
+        cpu_us_saturated,
+        cpu_us_fixed,
     })
+}
+
+/// The server's CPU time over a relay run's measured window, read from
+/// `/proc` when the window opens and closes (the run starts now). CPU time
+/// per signal moves far less with the machine's other load than rates do.
+struct CpuWindow(tokio::task::JoinHandle<anyhow::Result<f64>>);
+
+impl CpuWindow {
+    fn start(pid: u32, window: Duration) -> CpuWindow {
+        let from = Instant::now() + WARMUP;
+        CpuWindow(tokio::spawn(async move {
+            tokio::time::sleep_until(from).await;
+            let before = servers::cpu_seconds(pid)?;
+            tokio::time::sleep_until(from + window).await;
+            Ok(servers::cpu_seconds(pid)? - before)
+        }))
+    }
+
+    /// Microseconds of server CPU per signal relayed in the window.
+    async fn per_signal_us(self, run: &Measured) -> anyhow::Result<f64> {
+        let seconds = self.0.await??;
+        Ok(seconds * 1e6 / run.relayed.max(1) as f64)
+    }
 }
 
 fn report(rows: &[Row], args: &Args) {
     println!();
     println!(
-        "{:<10} {:>14} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>14}",
+        "{:<10} {:>14} {:>9} {:>9} {:>7} | {:>12} {:>9} {:>9} {:>7} | {:>14}",
         "server",
         "relayed msg/s",
         "p50 ms",
         "p99 ms",
+        "CPU µs",
         "fixed msg/s",
         "p50 ms",
         "p99 ms",
+        "CPU µs",
         "KiB/idle peer"
     );
     for r in rows {
         println!(
-            "{:<10} {:>14.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>14.2}",
+            "{:<10} {:>14.0} {:>9.2} {:>9.2} {:>7.2} | {:>12.0} {:>9.2} {:>9.2} {:>7.2} | {:>14.2}",
             r.server.name(),
             r.saturated.rate(),
             r.saturated.percentile_ms(0.5),
             r.saturated.percentile_ms(0.99),
+            r.cpu_us_saturated,
             r.fixed.rate(),
             r.fixed.percentile_ms(0.5),
             r.fixed.percentile_ms(0.99),
+            r.cpu_us_fixed,
             r.kib_per_idle_peer,
         );
     }
+    println!("(CPU µs: the server's CPU time per relayed signal, from /proc)");
     let Some(ours) = rows.iter().find(|r| r.server == Server::Ours) else {
         return;
     };

@@ -37,6 +37,7 @@ const OUR_BENCH_FLAGS: &[&str] = &[
     "--message-rate=100000000",
     "--message-burst=100000000",
     "--outbox-capacity=4096",
+    "--max-http-connections-per-address=30000",
 ];
 
 impl Running {
@@ -108,6 +109,11 @@ impl Running {
         Ok(running)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resident memory of the server process in KiB.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
@@ -117,6 +123,27 @@ impl Running {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .context("no VmRSS in /proc/<pid>/status")
     }
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock
+    // ticks of 1/100 s (USER_HZ, the same on every Linux).
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/<pid>/stat")?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 impl Drop for Running {

@@ -19,6 +19,9 @@ pub const MAX_INTRODUCTIONS: u8 = 8;
 /// Largest ready offer (`ClientMsg::Ready` payload) the broker keeps, in
 /// bytes: an SDP offer with its candidates is 1-3 KB.
 pub const MAX_READY_OFFER_BYTES: usize = 8 * 1024;
+/// Largest `signal.data` the broker relays, in bytes: an SDP with every
+/// candidate gathered stays under 8 KB; more is no handshake.
+pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
 
 /// Client -> broker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -129,6 +132,12 @@ pub enum ServerMsg {
         /// Number of holders.
         count: u32,
     },
+    /// Fresh ICE servers (TURN credentials are short-lived), sent before
+    /// the welcome's expire: use them for every connection made from now.
+    IceServers {
+        /// Replaces the welcome's `ice_servers`.
+        ice_servers: Vec<IceServer>,
+    },
     /// A request was refused. The connection stays open unless the broker
     /// closes it.
     Error {
@@ -166,6 +175,9 @@ pub enum ErrorCode {
     RateLimited,
     /// An answer to a peer that made the sender no offer.
     UnexpectedAnswer,
+    /// The recipient has not yet read what the sender sent it before; the
+    /// signal was dropped. Wait for its replies before sending more.
+    PeerBusy,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -245,22 +257,46 @@ pub enum SignalKind {
 }
 
 /// The [`SignalKind`] of a `signal.data` payload, read from its `kind` tag
-/// alone; the rest stays opaque to the broker.
-pub fn signal_kind(data: &str) -> SignalKind {
-    #[derive(Deserialize)]
-    struct Tag<'a> {
-        #[serde(borrow, default)]
-        kind: Option<std::borrow::Cow<'a, str>>,
+/// alone; the rest stays opaque to the broker. The payload must be a JSON
+/// object with exactly one string `kind`: a second `kind` could make the
+/// broker and the recipient read different kinds (e.g. the broker a
+/// candidate, the peer an answer), around the answer-once rule.
+pub fn signal_kind(data: &str) -> Result<SignalKind, String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Tag;
+    impl<'de> Visitor<'de> for Tag {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object with a string `kind`")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+            let mut kind = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key != "kind" {
+                    map.next_value::<IgnoredAny>()?;
+                } else if kind.is_some() {
+                    return Err(serde::de::Error::custom("`kind` appears more than once"));
+                } else {
+                    kind = Some(map.next_value::<std::borrow::Cow<'de, str>>()?.into_owned());
+                }
+            }
+            kind.ok_or_else(|| serde::de::Error::missing_field("kind"))
+        }
     }
-    match serde_json::from_str::<Tag>(data)
-        .ok()
-        .and_then(|t| t.kind)
-        .as_deref()
-    {
-        Some("offer") => SignalKind::Offer,
-        Some("answer" | "ready_answer") => SignalKind::Answer,
+    let kind = serde_json::Deserializer::from_str(data)
+        .deserialize_map(Tag)
+        .map_err(|e| {
+            format!(
+                "signal data must be a JSON object with exactly one string `kind` \
+                 (e.g. {{\"kind\":\"candidate\",…}}): {e}"
+            )
+        })?;
+    Ok(match kind.as_str() {
+        "offer" => SignalKind::Offer,
+        "answer" | "ready_answer" => SignalKind::Answer,
         _ => SignalKind::Other,
-    }
+    })
 }
 
 /// The payload peers put in `signal.data` (and in a ready offer). Only
@@ -362,18 +398,36 @@ mod tests {
             lane: 0,
         })
         .unwrap();
-        assert_eq!(signal_kind(&offer), SignalKind::Answer);
+        assert_eq!(signal_kind(&offer), Ok(SignalKind::Answer));
         assert_eq!(
             signal_kind(r#"{"sdp":"x","kind":"offer","content":"y"}"#),
-            SignalKind::Offer
+            Ok(SignalKind::Offer)
         );
         assert_eq!(
             signal_kind(r#"{"kind":"ready_answer","sdp":"x"}"#),
-            SignalKind::Answer
+            Ok(SignalKind::Answer)
         );
-        assert_eq!(signal_kind(r#"{"kind":"candidate"}"#), SignalKind::Other);
-        assert_eq!(signal_kind(r#"{"t":"1"}"#), SignalKind::Other);
-        assert_eq!(signal_kind("[1,2]"), SignalKind::Other);
+        assert_eq!(
+            signal_kind(r#"{"kind":"candidate"}"#),
+            Ok(SignalKind::Other)
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_untagged_signals_are_refused() {
+        for data in [
+            r#"{"kind":"candidate","kind":"answer","sdp":"x"}"#,
+            r#"{"kind":"answer","sdp":"x","kind":"candidate"}"#,
+            r#"{"t":"1"}"#,
+            r#"{"kind":7}"#,
+            r#"["answer"]"#,
+            "[1,2]",
+            "null",
+            "true",
+        ] {
+            let err = signal_kind(data).expect_err(data);
+            assert!(err.contains("exactly one string `kind`"), "{data}: {err}");
+        }
     }
 
     #[test]

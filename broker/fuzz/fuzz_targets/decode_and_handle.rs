@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 use broker::metrics::Metrics;
 use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry};
 use libfuzzer_sys::fuzz_target;
-use protocol::signaling::{decode_client, MAX_READY_OFFER_BYTES};
+use protocol::signaling::{decode_client, signal_kind, SignalKind, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, PeerId, ServerMsg};
 use uuid::Uuid;
 
@@ -32,6 +32,9 @@ const TINY: usize = 2;
 /// Limits small enough for an input to reach.
 const MAX_HOLDINGS: usize = 4;
 const MAX_WANTS: usize = 4;
+/// Below what the peers may hold and want together, so the shared
+/// budget's refusals run too.
+const MAX_REGISTRATIONS: usize = 10;
 
 struct Peer {
     id: PeerId,
@@ -51,7 +54,8 @@ fn connect<R: Registry>(reg: &R, slot: usize, serial: &mut u128) -> Peer {
     let id = PeerId(Uuid::from_u128(*serial));
     let capacity = if slot == PEERS - 1 { TINY } else { 64 };
     let (mailbox, rx) = Mailbox::new(capacity);
-    now(reg.connect(id, mailbox));
+    let home = broker::admission::AddressGroup::of(std::net::Ipv4Addr::LOCALHOST.into());
+    now(reg.connect(id, mailbox, home));
     Peer { id, rx }
 }
 
@@ -63,7 +67,19 @@ fn handle<R: Registry>(reg: &R, metrics: &Metrics, from: PeerId, msg: ClientMsg)
             if to == from {
                 return;
             }
-            now(reg.publish(to, encode(&ServerMsg::Signal { from, data })))
+            let recorded = match signal_kind(data.get()) {
+                Err(_) => return,
+                Ok(SignalKind::Offer) => now(reg.offered(from, to)),
+                Ok(SignalKind::Answer) => match now(reg.answering(from, to)) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return,
+                    Err(e) => Err(e),
+                },
+                Ok(SignalKind::Other) => Ok(()),
+            };
+            recorded.and_then(|()| {
+                now(reg.publish(from, to, encode(&ServerMsg::Signal { from, data })))
+            })
         }
         ClientMsg::Hold { content } => now(reg.hold(from, content)),
         ClientMsg::Release { content } => {
@@ -104,7 +120,8 @@ fn drain(peer: &mut Peer) {
 
 fuzz_target!(|data: &[u8]| {
     let metrics = Arc::new(Metrics::default());
-    let reg = LocalRegistry::with_limits(metrics.clone(), MAX_HOLDINGS, MAX_WANTS);
+    let reg = LocalRegistry::with_limits(metrics.clone(), MAX_HOLDINGS, MAX_WANTS)
+        .with_address_budget(MAX_REGISTRATIONS);
     let mut serial = 0;
     let mut peers: Vec<Peer> = (0..PEERS)
         .map(|slot| connect(&reg, slot, &mut serial))
@@ -143,4 +160,3 @@ fuzz_target!(|data: &[u8]| {
     assert!(reg.is_empty(), "state left behind after every peer left");
     assert_eq!(metrics.addresses.load(Relaxed), 0, "addresses gauge");
 });
-

@@ -1,18 +1,23 @@
 //! The in-process registry: one broker node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 
 use protocol::{ContentId, PeerId, ServerMsg};
 use serde_json::value::RawValue;
 
-use super::{encode, Gone, Mailbox, Outbound, Registry, RegistryError, Sent, Text};
+use super::{encode, Mailbox, Outbound, Refused, Registry, RegistryError, Sent, Text};
+use crate::admission::AddressGroup;
 use crate::metrics::Metrics;
 
 /// Default per-peer limits; see [`LocalRegistry::with_limits`].
 const MAX_HOLDINGS: usize = 1024;
 const MAX_WANTS: usize = 256;
+/// Default holdings and wants of all the peers of one client address
+/// group together; see [`LocalRegistry::with_address_budget`]. Each costs
+/// the index about 325 bytes.
+pub const MAX_REGISTRATIONS_PER_ADDRESS: usize = 4096;
 
 /// In-process registry.
 ///
@@ -21,11 +26,18 @@ const MAX_WANTS: usize = 256;
 /// operations are short, never await, and must see holders and wanters of
 /// an address change together. Lock order is always index, then topics.
 pub struct LocalRegistry {
-    topics: RwLock<HashMap<PeerId, Mailbox>>,
+    topics: RwLock<HashMap<PeerId, Topic>>,
     index: Mutex<Index>,
     metrics: Arc<Metrics>,
     max_holdings: usize,
     max_wants: usize,
+    per_address: usize,
+}
+
+/// A connected peer: where its messages go and whose budget it spends.
+struct Topic {
+    mailbox: Mailbox,
+    group: AddressGroup,
 }
 
 #[derive(Default)]
@@ -40,20 +52,35 @@ struct Index {
     held_addresses: u64,
     /// Each holder's ready offer, handed to the next wanter it meets.
     ready: HashMap<PeerId, Box<RawValue>>,
-    /// Answerer -> peers whose offers it may answer, oldest first.
-    offers: HashMap<PeerId, Vec<PeerId>>,
+    /// Holdings and wants per client address group, for its budget.
+    by_group: HashMap<AddressGroup, usize>,
+    /// Offerer -> peers that may answer one of its offers, oldest first
+    /// (a peer twice for two offers). Kept per offerer so that its offers
+    /// crowd out only its own: junk offers from a third peer cannot push a
+    /// real one out of the answerer's reach.
+    offers: HashMap<PeerId, VecDeque<PeerId>>,
 }
 
-/// Unanswered offers remembered per answerer; older ones are forgotten.
+/// Unanswered offers remembered per offerer; its oldest is forgotten.
 const MAX_OPEN_OFFERS: usize = 32;
+/// Unanswered offers from one offerer to one answerer: one per lane (see
+/// `protocol::download::Conn`) and one renegotiated each.
+const MAX_OPEN_OFFERS_PER_PAIR: usize = 4;
 
 impl Index {
-    fn offer(&mut self, offerer: PeerId, answerer: PeerId) {
-        let open = self.offers.entry(answerer).or_default();
-        if open.len() == MAX_OPEN_OFFERS {
-            open.remove(0);
+    /// Lets `answerer` answer one more offer from `offerer`, or says how
+    /// many it has not answered yet.
+    fn offer(&mut self, offerer: PeerId, answerer: PeerId) -> Result<(), usize> {
+        let open = self.offers.entry(offerer).or_default();
+        let pending = open.iter().filter(|p| **p == answerer).count();
+        if pending >= MAX_OPEN_OFFERS_PER_PAIR {
+            return Err(pending);
         }
-        open.push(offerer);
+        if open.len() == MAX_OPEN_OFFERS {
+            open.pop_front();
+        }
+        open.push_back(answerer);
+        Ok(())
     }
 }
 
@@ -65,13 +92,22 @@ struct Entry {
     wanters: HashMap<PeerId, u8>,
 }
 
-#[derive(Default)]
 struct PeerContent {
+    /// The address group whose budget these registrations spend.
+    group: AddressGroup,
     holds: Vec<ContentId>,
     wants: Vec<ContentId>,
 }
 
 impl PeerContent {
+    fn new(group: AddressGroup) -> Self {
+        PeerContent {
+            group,
+            holds: Vec::new(),
+            wants: Vec::new(),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.holds.is_empty() && self.wants.is_empty()
     }
@@ -79,7 +115,15 @@ impl PeerContent {
 
 /// Messages decided under the index lock. Delivery never blocks (a full
 /// queue kills the slow peer instead), so it happens before unlocking.
-type Deliveries = Vec<(PeerId, Text)>;
+type Deliveries = Vec<(PeerId, Delivery)>;
+
+/// One message the registry decided for a peer.
+enum Delivery {
+    /// Part of the peer's own traffic (an introduction, `offer_taken`).
+    Own(Text),
+    /// The holder count of an address: a newer one replaces it if queued.
+    Count(ContentId, Text),
+}
 
 impl LocalRegistry {
     /// An empty registry with default limits.
@@ -95,28 +139,46 @@ impl LocalRegistry {
             metrics,
             max_holdings,
             max_wants,
+            per_address: MAX_REGISTRATIONS_PER_ADDRESS,
         }
     }
 
-    fn deliver(&self, to: PeerId, text: Text) -> Result<(), RegistryError> {
-        let topics = self.topics.read().expect("topics lock");
-        let mailbox = topics.get(&to).ok_or(RegistryError::UnknownPeer(to))?;
-        match mailbox.try_send(Outbound::Text(text)) {
-            Ok(Sent::Queued) => Ok(()),
-            Ok(Sent::Overflowed) => {
-                // A peer that cannot keep up is dropped rather than buffered
-                // without bound; its session sees the kill and closes.
-                self.metrics.queue_drops.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(Gone) => Err(RegistryError::UnknownPeer(to)),
-        }
+    /// The same with at most `per_address` holdings and wants for all the
+    /// peers of one client address group together.
+    pub fn with_address_budget(mut self, per_address: usize) -> Self {
+        self.per_address = per_address;
+        self
+    }
+
+    /// The address group of connected `peer`, if it is connected.
+    fn group_of(&self, peer: &PeerId) -> Option<AddressGroup> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .get(peer)
+            .map(|t| t.group)
     }
 
     fn deliver_all(&self, deliveries: Deliveries) {
-        for (to, text) in deliveries {
+        let topics = self.topics.read().expect("topics lock");
+        for (to, delivery) in deliveries {
             // A recipient that left meanwhile has nothing to learn.
-            let _ = self.deliver(to, text);
+            let Some(Topic { mailbox, .. }) = topics.get(&to) else {
+                continue;
+            };
+            match delivery {
+                Delivery::Own(text) => {
+                    if let Ok(Sent::Overflowed) = mailbox.try_send(Outbound::Text(text)) {
+                        // A peer that does not read its own traffic is
+                        // dropped rather than buffered without bound; its
+                        // session sees the kill and closes.
+                        self.metrics.queue_drops.fetch_add(1, Relaxed);
+                    }
+                }
+                Delivery::Count(content, text) => {
+                    let _ = mailbox.count(content, text);
+                }
+            }
         }
     }
 
@@ -133,6 +195,7 @@ impl LocalRegistry {
             && index.by_peer.is_empty()
             && index.ready.is_empty()
             && index.offers.is_empty()
+            && index.by_group.is_empty()
             && self.topics.read().expect("topics lock").is_empty()
     }
 }
@@ -183,16 +246,21 @@ impl Index {
         let offer = self.ready.remove(&holder);
         if offer.is_some() {
             metrics.ready_offers.fetch_add(1, Relaxed);
-            self.offer(holder, wanter);
-            out.push((holder, encode(&ServerMsg::OfferTaken { by: wanter })));
+            // A wanter with as many unanswered offers from this holder
+            // cannot answer this one; it asked for more than it answers.
+            let _ = self.offer(holder, wanter);
+            out.push((
+                holder,
+                Delivery::Own(encode(&ServerMsg::OfferTaken { by: wanter })),
+            ));
         }
         out.push((
             wanter,
-            encode(&ServerMsg::Introduce {
+            Delivery::Own(encode(&ServerMsg::Introduce {
                 content,
                 holder,
                 offer,
-            }),
+            })),
         ));
     }
 
@@ -211,7 +279,7 @@ impl Index {
             .keys()
             .filter(|w| !entry.holders.contains_key(w));
         for peer in entry.holders.keys().chain(wanters) {
-            out.push((*peer, text.clone()));
+            out.push((*peer, Delivery::Count(content, text.clone())));
         }
     }
 
@@ -222,6 +290,33 @@ impl Index {
             .is_some_and(|e| e.holders.is_empty() && e.wanters.is_empty())
         {
             self.by_content.remove(content);
+        }
+    }
+
+    /// Spends one registration of `group`'s budget, unless it is spent.
+    fn charge(&mut self, group: AddressGroup, budget: usize) -> Result<(), RegistryError> {
+        let used = self.by_group.entry(group).or_default();
+        if *used >= budget {
+            let used = *used;
+            if used == 0 {
+                self.by_group.remove(&group);
+            }
+            return Err(RegistryError::Limit(format!(
+                "the pages at your address ({group}) already hold and want {used} addresses together, \
+                 the most one address may; release or close some first"
+            )));
+        }
+        *used += 1;
+        Ok(())
+    }
+
+    /// Gives back `n` registrations to `group`'s budget.
+    fn refund(&mut self, group: AddressGroup, n: usize) {
+        if let Some(used) = self.by_group.get_mut(&group) {
+            *used = used.saturating_sub(n);
+            if *used == 0 {
+                self.by_group.remove(&group);
+            }
         }
     }
 
@@ -253,11 +348,11 @@ impl Index {
 }
 
 impl Registry for LocalRegistry {
-    async fn connect(&self, peer: PeerId, mailbox: Mailbox) {
+    async fn connect(&self, peer: PeerId, mailbox: Mailbox, group: AddressGroup) {
         self.topics
             .write()
             .expect("topics lock")
-            .insert(peer, mailbox);
+            .insert(peer, Topic { mailbox, group });
     }
 
     async fn disconnect(&self, peer: PeerId) {
@@ -267,6 +362,7 @@ impl Registry for LocalRegistry {
             index.ready.remove(&peer);
             index.offers.remove(&peer);
             if let Some(pc) = index.by_peer.remove(&peer) {
+                index.refund(pc.group, pc.holds.len() + pc.wants.len());
                 for content in pc.holds {
                     index.remove_holder(peer, content, &mut out);
                 }
@@ -281,8 +377,28 @@ impl Registry for LocalRegistry {
         self.topics.write().expect("topics lock").remove(&peer);
     }
 
-    async fn publish(&self, to: PeerId, text: Text) -> Result<(), RegistryError> {
-        self.deliver(to, text)
+    async fn publish(&self, from: PeerId, to: PeerId, text: Text) -> Result<(), RegistryError> {
+        let topics = self.topics.read().expect("topics lock");
+        let topic = topics.get(&to).ok_or(RegistryError::UnknownPeer(to))?;
+        match topic.mailbox.relay(from, text) {
+            Ok(()) => Ok(()),
+            Err(Refused::Gone) => Err(RegistryError::UnknownPeer(to)),
+            Err(Refused::Busy {
+                queued,
+                from_sender,
+            }) => {
+                self.metrics.refused_relays.fetch_add(1, Relaxed);
+                let whose = if from_sender {
+                    "of yours"
+                } else {
+                    "from its peers"
+                };
+                Err(RegistryError::Busy(format!(
+                    "peer {to} has not yet read {queued} signals {whose}; this one was dropped. \
+                     Wait for its replies before sending more"
+                )))
+            }
+        }
     }
 
     async fn hold(&self, peer: PeerId, content: ContentId) -> Result<(), RegistryError> {
@@ -290,10 +406,13 @@ impl Registry for LocalRegistry {
         {
             let mut index = self.index.lock().expect("index lock");
             // Only connected peers: a late message must not outlive cleanup.
-            if !self.topics.read().expect("topics lock").contains_key(&peer) {
+            let Some(group) = self.group_of(&peer) else {
                 return Ok(());
-            }
-            let pc = index.by_peer.entry(peer).or_default();
+            };
+            let pc = index
+                .by_peer
+                .entry(peer)
+                .or_insert_with(|| PeerContent::new(group));
             if pc.holds.contains(&content) {
                 return Ok(());
             }
@@ -304,9 +423,16 @@ impl Registry for LocalRegistry {
                     "you already hold {held} addresses, the most one peer may hold; release some first"
                 )));
             }
-            pc.holds.push(content);
-            // Holding replaces wanting.
+            // Holding replaces wanting, at no cost.
             let wanted = pc.wants.iter().position(|c| *c == content);
+            if wanted.is_none() {
+                if let Err(e) = index.charge(group, self.per_address) {
+                    index.drop_peer_if_empty(&peer);
+                    return Err(e);
+                }
+            }
+            let pc = index.by_peer.get_mut(&peer).expect("just made");
+            pc.holds.push(content);
             if let Some(i) = wanted {
                 pc.wants.swap_remove(i);
             }
@@ -345,7 +471,11 @@ impl Registry for LocalRegistry {
         {
             let mut index = self.index.lock().expect("index lock");
             if let Some(pc) = index.by_peer.get_mut(&peer) {
-                pc.holds.retain(|c| *c != content);
+                if let Some(i) = pc.holds.iter().position(|c| *c == content) {
+                    pc.holds.swap_remove(i);
+                    let group = pc.group;
+                    index.refund(group, 1);
+                }
             }
             index.drop_peer_if_empty(&peer);
             index.remove_holder(peer, content, &mut out);
@@ -367,10 +497,13 @@ impl Registry for LocalRegistry {
         {
             let mut index = self.index.lock().expect("index lock");
             // Only connected peers: a late message must not outlive cleanup.
-            if !self.topics.read().expect("topics lock").contains_key(&peer) {
+            let Some(group) = self.group_of(&peer) else {
                 return Ok(());
-            }
-            let pc = index.by_peer.entry(peer).or_default();
+            };
+            let pc = index
+                .by_peer
+                .entry(peer)
+                .or_insert_with(|| PeerContent::new(group));
             if !pc.wants.contains(&content) {
                 if pc.wants.len() >= self.max_wants {
                     let wanted = pc.wants.len();
@@ -379,11 +512,17 @@ impl Registry for LocalRegistry {
                         "you already want {wanted} addresses, the most one peer may want; unwant some first"
                     )));
                 }
+                if let Err(e) = index.charge(group, self.per_address) {
+                    index.drop_peer_if_empty(&peer);
+                    return Err(e);
+                }
+                let pc = index.by_peer.get_mut(&peer).expect("just made");
                 pc.wants.push(content);
             }
             let entry = index.by_content.entry(content).or_default();
             let count = entry.holders.len() as u32;
-            out.push((peer, encode(&ServerMsg::Holders { content, count })));
+            let text = encode(&ServerMsg::Holders { content, count });
+            out.push((peer, Delivery::Count(content, text)));
             let introduced = index.introduce(content, peer, holders, &self.metrics, &mut out);
             let entry = index.by_content.get_mut(&content).expect("entry exists");
             entry.wanters.insert(peer, holders - introduced);
@@ -397,24 +536,33 @@ impl Registry for LocalRegistry {
     async fn unwant(&self, peer: PeerId, content: ContentId) {
         let mut index = self.index.lock().expect("index lock");
         if let Some(pc) = index.by_peer.get_mut(&peer) {
-            pc.wants.retain(|c| *c != content);
+            if let Some(i) = pc.wants.iter().position(|c| *c == content) {
+                pc.wants.swap_remove(i);
+                let group = pc.group;
+                index.refund(group, 1);
+            }
         }
         index.drop_peer_if_empty(&peer);
         index.remove_wanter(peer, content);
     }
 
-    async fn offered(&self, offerer: PeerId, answerer: PeerId) {
-        if self
+    async fn offered(&self, offerer: PeerId, answerer: PeerId) -> Result<(), RegistryError> {
+        if !self
             .topics
             .read()
             .expect("topics lock")
             .contains_key(&answerer)
         {
-            self.index
-                .lock()
-                .expect("index lock")
-                .offer(offerer, answerer);
+            // Relaying it will say so.
+            return Ok(());
         }
+        let mut index = self.index.lock().expect("index lock");
+        index.offer(offerer, answerer).map_err(|pending| {
+            RegistryError::Limit(format!(
+                "peer {answerer} has not answered your last {pending} offers; \
+                 wait for its answers or a bye before offering again"
+            ))
+        })
     }
 
     async fn answering(&self, answerer: PeerId, offerer: PeerId) -> Result<bool, RegistryError> {
@@ -427,15 +575,15 @@ impl Registry for LocalRegistry {
             return Err(RegistryError::UnknownPeer(offerer));
         }
         let mut index = self.index.lock().expect("index lock");
-        let Some(open) = index.offers.get_mut(&answerer) else {
+        let Some(open) = index.offers.get_mut(&offerer) else {
             return Ok(false);
         };
-        let Some(at) = open.iter().position(|p| *p == offerer) else {
+        let Some(at) = open.iter().position(|p| *p == answerer) else {
             return Ok(false);
         };
         open.remove(at);
         if open.is_empty() {
-            index.offers.remove(&answerer);
+            index.offers.remove(&offerer);
         }
         Ok(true)
     }

@@ -12,10 +12,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use protocol::{ContentId, ErrorCode, PeerId, ServerMsg};
+
+use crate::admission::AddressGroup;
 use serde_json::value::RawValue;
 
-pub use local::LocalRegistry;
-pub use mailbox::{Gone, Inbox, Mailbox, Next, Sent};
+pub use local::{LocalRegistry, MAX_REGISTRATIONS_PER_ADDRESS};
+pub use mailbox::{Gone, Inbox, Limits, Mailbox, Next, Refused, Sent};
 
 /// A serialized `ServerMsg`: the WebSocket's own text type, so that it
 /// goes out without a copy and is shared, not copied, when fanned out.
@@ -70,6 +72,10 @@ pub enum RegistryError {
     /// A per-peer limit.
     #[error("{0}")]
     Limit(String),
+    /// The recipient has not read what was sent to it before; the signal
+    /// was dropped and the recipient keeps its connection.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl RegistryError {
@@ -78,21 +84,30 @@ impl RegistryError {
         match self {
             RegistryError::UnknownPeer(_) => ErrorCode::UnknownPeer,
             RegistryError::Limit(_) => ErrorCode::Limit,
+            RegistryError::Busy(_) => ErrorCode::PeerBusy,
         }
     }
 }
 
 /// Peer topics (`peer:<uuid>`) and the content index.
 pub trait Registry: Send + Sync + 'static {
-    /// Registers a new connection under its topic.
-    fn connect(&self, peer: PeerId, mailbox: Mailbox) -> impl Future<Output = ()> + Send;
+    /// Registers a new connection under its topic. Its holdings and wants
+    /// spend the budget of `group`, its client's address group.
+    fn connect(
+        &self,
+        peer: PeerId,
+        mailbox: Mailbox,
+        group: AddressGroup,
+    ) -> impl Future<Output = ()> + Send;
 
     /// Removes everything `peer` registered, updating holder counts.
     fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send;
 
-    /// Publishes a serialized message on `to`'s topic.
+    /// Relays `from`'s serialized signal to `to`, within `from`'s share of
+    /// `to`'s queue (see [`Mailbox::relay`]).
     fn publish(
         &self,
+        from: PeerId,
         to: PeerId,
         text: Text,
     ) -> impl Future<Output = Result<(), RegistryError>> + Send;
@@ -121,7 +136,13 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Records that `offerer` sent `answerer` an offer (or that `answerer`
     /// was handed `offerer`'s ready offer), so `answerer` may answer it once.
-    fn offered(&self, offerer: PeerId, answerer: PeerId) -> impl Future<Output = ()> + Send;
+    /// Refused while `offerer` has as many unanswered offers to `answerer`
+    /// as two peers need.
+    fn offered(
+        &self,
+        offerer: PeerId,
+        answerer: PeerId,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 
     /// Uses up `answerer`'s right to answer an offer from `offerer`:
     /// `Ok(false)` if it has none, an error if `offerer` is not connected.
@@ -140,8 +161,13 @@ pub trait Registry: Send + Sync + 'static {
 /// A registry shared with its owner, e.g. a test that inspects it while a
 /// broker runs on it.
 impl<R: Registry> Registry for Arc<R> {
-    fn connect(&self, peer: PeerId, mailbox: Mailbox) -> impl Future<Output = ()> + Send {
-        R::connect(self, peer, mailbox)
+    fn connect(
+        &self,
+        peer: PeerId,
+        mailbox: Mailbox,
+        group: AddressGroup,
+    ) -> impl Future<Output = ()> + Send {
+        R::connect(self, peer, mailbox, group)
     }
 
     fn disconnect(&self, peer: PeerId) -> impl Future<Output = ()> + Send {
@@ -150,10 +176,11 @@ impl<R: Registry> Registry for Arc<R> {
 
     fn publish(
         &self,
+        from: PeerId,
         to: PeerId,
         text: Text,
     ) -> impl Future<Output = Result<(), RegistryError>> + Send {
-        R::publish(self, to, text)
+        R::publish(self, from, to, text)
     }
 
     fn hold(
@@ -181,7 +208,11 @@ impl<R: Registry> Registry for Arc<R> {
         R::unwant(self, peer, content)
     }
 
-    fn offered(&self, offerer: PeerId, answerer: PeerId) -> impl Future<Output = ()> + Send {
+    fn offered(
+        &self,
+        offerer: PeerId,
+        answerer: PeerId,
+    ) -> impl Future<Output = Result<(), RegistryError>> + Send {
         R::offered(self, offerer, answerer)
     }
 

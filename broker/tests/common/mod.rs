@@ -116,6 +116,26 @@ impl Broker {
         }
     }
 
+    /// Opens `/ws` with these request headers set (replacing `host`, for
+    /// one); the socket, or the refusal's HTTP status and body.
+    pub async fn upgrade_with_headers(
+        &self,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Ws, (u16, String)> {
+        let mut req = self.url("/ws").into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(WsError::Http(res)) => Err((
+                res.status().as_u16(),
+                String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
+            )),
+            Err(e) => panic!("upgrade with {headers:?}: {e}"),
+        }
+    }
+
     /// `ws://<addr><suffix>`, e.g. `url("/ws?want=...")`.
     pub fn url(&self, suffix: &str) -> String {
         format!("ws://{}{suffix}", self.addr)
@@ -234,6 +254,16 @@ impl Client {
         client
     }
 
+    /// Sends every value as a JSON text frame, flushed once at the end, so
+    /// they arrive in as few TCP segments as the kernel makes.
+    pub async fn send_batch(&mut self, values: impl IntoIterator<Item = Value>) {
+        for value in values {
+            let frame = Message::Text(value.to_string().into());
+            self.ws.feed(frame).await.expect("send failed");
+        }
+        self.ws.flush().await.expect("flush failed");
+    }
+
     /// Sends `value` as one JSON text frame.
     pub async fn send_json(&mut self, value: &Value) {
         self.send_text(value.to_string()).await;
@@ -271,6 +301,30 @@ impl Client {
         serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("client {}: server sent invalid JSON ({e}): {text}", self.id)
         })
+    }
+
+    /// The next message if one arrives within `wait`; `None` after
+    /// `wait` of silence or at the end of the connection.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        match self.next_frame(wait).await? {
+            Ok(Message::Text(text)) => {
+                Some(serde_json::from_str(text.as_str()).unwrap_or_else(|e| {
+                    panic!("client {}: server sent invalid JSON ({e}): {text}", self.id)
+                }))
+            }
+            Ok(Message::Close(_)) | Err(_) => None,
+            Ok(other) => panic!("client {}: expected a text frame, got {other:?}", self.id),
+        }
+    }
+
+    /// A client on a socket whose welcome was already read (e.g. one
+    /// taken apart with [`Client::into_inner`]).
+    pub fn wrap(ws: Ws) -> Client {
+        Client {
+            id: String::new(),
+            welcome: Value::Null,
+            ws,
+        }
     }
 
     /// The next `n` messages.

@@ -155,6 +155,9 @@ impl Inner {
                 }
                 self.schedule_ready_offer();
             }
+            // Short-lived TURN credentials, renewed: for links made from now
+            // on (a TURN server checks them only when a link is set up).
+            ServerMsg::IceServers { ice_servers } => self.signaling.ice_servers = ice_servers,
             ServerMsg::Signal { from, data } => {
                 match serde_json::from_str::<PeerSignal>(data.get()) {
                     Ok(signal) => self.on_signal(from, signal),
