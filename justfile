@@ -49,21 +49,30 @@ lint: lint-js
 lint-js:
     node tests/lint-js.js
 
-# Fuzz client message decoding and handling (broker/fuzz) on stable Rust,
-# for FUZZ_SECONDS (default 60). Inputs that find new paths go to
-# broker/fuzz/target/corpus, crashes to broker/fuzz/artifacts.
+# Fuzz on stable Rust, two targets for FUZZ_SECONDS in all (default 60,
+# half each): client message decoding and handling in the broker
+# (broker/fuzz), and what a wanter parses from holders, fed to a real
+# download (protocol/fuzz). Inputs that find new paths go to
+# <crate>/fuzz/target/corpus, crashes to <crate>/fuzz/artifacts.
 fuzz:
     #!/usr/bin/env bash
     set -euo pipefail
-    # The same dependency versions as the main build.
-    cp Cargo.lock broker/fuzz/Cargo.lock
-    mkdir -p broker/fuzz/target/corpus/decode_and_handle
+    half=$(( ${FUZZ_SECONDS:-60} / 2 ))
     # libFuzzer's line per new input and its closing dictionary would drown
     # the log; progress, crashes and the final stats remain.
-    cargo fuzz run --fuzz-dir broker/fuzz --sanitizer none decode_and_handle \
-        broker/fuzz/target/corpus/decode_and_handle broker/fuzz/corpus/decode_and_handle \
-        -- -max_total_time="${FUZZ_SECONDS:-60}" -dict=broker/fuzz/decode_and_handle.dict \
-        -print_final_stats=1 2>&1 | grep -vE '^(#[0-9]+[[:space:]]+(NEW|REDUCE) |"|###### )'
+    quiet() { grep -vE '^(#[0-9]+[[:space:]]+(NEW|REDUCE) |"|###### )'; }
+    run() { # crate dir, target, extra libFuzzer flags...
+        local dir=$1 target=$2; shift 2
+        # The same dependency versions as the main build.
+        cp Cargo.lock "$dir/Cargo.lock"
+        mkdir -p "$dir/target/corpus/$target"
+        cargo fuzz run --fuzz-dir "$dir" --sanitizer none "$target" \
+            "$dir/target/corpus/$target" "$dir/corpus/$target" \
+            -- -max_total_time="$half" -print_final_stats=1 "$@" 2>&1 | quiet
+    }
+    run broker/fuzz decode_and_handle -dict=broker/fuzz/decode_and_handle.dict
+    # The target bounds what one input may allocate (see its LIVE_LIMIT).
+    run protocol/fuzz wanter_parses -rss_limit_mb=1024
 
 # Everything CI runs.
 ci: lint test fuzz

@@ -1,7 +1,10 @@
 // The bundled page: a thin UI over the peer's JS API (see README).
 // Content is only ever put on screen with textContent,
-// or as an <img>/<audio>/<video> source, never as HTML.
-import init, { Peer } from "/pkg/peer_wasm.js";
+// or as an <img>/<audio>/<video> source, never as HTML. Names, types and
+// messages from peers come made safe from the peer; what the page reads
+// from content itself (a collection's entries) goes through safeText, the
+// same rule (bidirectional and other invisible characters made visible).
+import init, { Peer, safeText } from "/pkg/peer_wasm.js";
 
 const ADDRESS = /^\/([0-9a-f]{64})$/;
 const HEX = /^[0-9a-f]{64}$/;
@@ -18,6 +21,14 @@ const SPEED_WINDOW_MS = 2000;
 const RELAY = new URLSearchParams(location.search).has("relay");
 const QUERY = RELAY ? "?relay" : "";
 const RELAY_HINT = "relays only: is the TURN server reachable, and does its secret match the broker's?";
+// Content bigger than this is downloaded only once the user says yes:
+// photos, documents and short clips stay under it and come without a
+// question; a film would cost that much data and disk unasked. Only the
+// first chunk (256 KiB as this app shares) comes before the answer.
+// `?confirm-above=BYTES` lowers it (never raises it: a link's sender
+// must not turn the question off).
+const CONFIRM_ASKED = Number(new URLSearchParams(location.search).get("confirm-above") ?? NaN);
+const CONFIRM_ABOVE = Math.min(100 << 20, CONFIRM_ASKED >= 0 ? CONFIRM_ASKED : Infinity);
 const $ = (id) => document.getElementById(id);
 
 const wasm = await init();
@@ -28,6 +39,8 @@ delete window.earlySocket;
 const peer = early
   ? Peer.fromSocket(early.socket, early.received, early.wanted, RELAY, early.connection)
   : new Peer(undefined, RELAY);
+// Before anything can arrive: the early socket's download too.
+peer.confirmAbove = CONFIRM_ABOVE;
 // A share link's download starts now, before the page can show anything;
 // nothing re-sends its events, so keep them until the page is ready.
 const queued = [];
@@ -48,6 +61,22 @@ let adopted = early?.wanted; // whose download the early socket started
 let samples = []; // [ms, bytes received] over the last ~2 s, for the speed
 let preparing = null; // {name, label, before, total} while hashing files
 let urls = []; // blob: URLs of the current view, revoked when it goes
+let declined = false; // the user said no to downloading the current content
+
+// The question before a big download, and the note over a collection's
+// entries: made here, as index.html has no place for them.
+const ask = Object.assign(document.createElement("div"), { id: "confirm", className: "actions", hidden: true });
+const yes = Object.assign(document.createElement("button"), { id: "confirm-yes", type: "button", textContent: "Download" });
+const no = Object.assign(document.createElement("button"), { id: "confirm-no", type: "button", className: "secondary", textContent: "Don't download" });
+ask.append(yes, no);
+const claims = Object.assign(document.createElement("p"), {
+  id: "collection-note",
+  className: "claim",
+  hidden: true,
+  textContent: "Names, sizes and types below are given by the sharer; each file is checked against its own link when you open it.",
+});
+$("file-info").after(ask);
+$("collection").before(claims);
 
 function onEvent(e) {
   if (e.type === "preparing") return preparing && showPreparing(e);
@@ -59,6 +88,28 @@ function onEvent(e) {
   }
   if (e.type === "warning") log(RELAY ? `${e.message} (${RELAY_HINT})` : e.message);
 }
+
+function showConfirm(e) {
+  // Name and type come made safe from the peer, the size verified.
+  const what = e.name ? `“${e.name}”` : `This ${noun(meta)}`;
+  setStatus("confirm", `${what} is ${size(e.total)}${e.mediaType ? ` (${e.mediaType})` : ""}. Download it?`);
+  $("progress").hidden = true;
+  ask.hidden = false;
+  yes.focus();
+}
+
+yes.addEventListener("click", () => {
+  ask.hidden = true;
+  setStatus("receiving", "Receiving…");
+  peer.confirm(current);
+});
+
+no.addEventListener("click", () => {
+  ask.hidden = true;
+  declined = true;
+  peer.cancel(current);
+  setStatus("declined", "Not downloaded. Reload this page to be asked again.");
+});
 
 function setStatus(state, text) {
   const el = $("status");
@@ -135,6 +186,8 @@ function showProgress(e) {
       return setStatus("connecting", "Connecting to a browser that holds it…");
     case "receiving":
       return showReceiving(e);
+    case "confirm":
+      return showConfirm(e);
     case "verified":
       $("progress").value = 1;
       return setStatus("verified", "Verified: the content matches its address.");
@@ -233,7 +286,8 @@ async function showFile(m, blob, visit) {
   link.hidden = false;
 }
 
-// A collection comes from anyone: keep only well-formed entries.
+// A collection comes from anyone: keep only well-formed entries, their
+// texts made safe to show. They are the sharer's claims until opened.
 function parseCollection(text) {
   let files;
   try {
@@ -246,8 +300,9 @@ function parseCollection(text) {
     .filter((f) => f && typeof f.address === "string" && HEX.test(f.address))
     .map((f) => ({
       address: f.address,
-      name: typeof f.name === "string" && f.name ? f.name : "file",
-      size: Number.isFinite(f.size) ? f.size : null,
+      name: (typeof f.name === "string" && safeText(f.name, 255)) || "file",
+      size: Number.isFinite(f.size) && f.size >= 0 ? f.size : null,
+      type: typeof f.type === "string" ? safeText(f.type, 100) : "",
     }));
 }
 
@@ -257,11 +312,14 @@ function showCollection(files) {
     const a = document.createElement("a");
     a.href = `/${f.address}${QUERY}`;
     a.textContent = f.name;
+    a.title = "Name given by the sharer: checked when you open it";
     const li = document.createElement("li");
     li.append(a); // strings appended below become text nodes
-    if (f.size != null) li.append(` — ${size(f.size)}`);
+    const about = [f.size != null && size(f.size), f.type].filter(Boolean).join(", ");
+    if (about) li.append(` — ${about}`);
     list.append(li);
   }
+  claims.hidden = !files.length;
   if (!files.length) list.append(Object.assign(document.createElement("li"), { textContent: "This collection lists no files." }));
   list.hidden = false;
   const total = files.reduce((n, f) => n + (f.size || 0), 0);
@@ -278,7 +336,7 @@ function learn(address) {
 }
 
 function load(address, m, visit) {
-  const failed = (err) => visit === visits && setStatus("gone", `Could not load this ${noun(m)}: ${err.message || err}`);
+  const failed = (err) => visit === visits && !declined && setStatus("gone", `Could not load this ${noun(m)}: ${err.message || err}`);
   if (isTextPage(m)) {
     // Bytes, not a blob: this is the path whose open time is benchmarked.
     peer.fetch(address).then((bytes) => {
@@ -321,6 +379,9 @@ function showPage(address) {
   samples = [];
   urls.forEach((url) => URL.revokeObjectURL(url));
   urls = [];
+  declined = false;
+  ask.hidden = true;
+  claims.hidden = true;
   $("compose").hidden = true;
   $("page").hidden = false;
   for (const id of ["viewer", "log", "preview", "collection", "file-info", "holders"]) $(id).textContent = "";
@@ -390,18 +451,18 @@ async function shareFiles(files) {
   try {
     for (const [i, f] of files.entries()) {
       file = f;
-      const label = files.length > 1 ? `“${f.name}” (${i + 1} of ${files.length})` : `“${f.name}”`;
+      const label = files.length > 1 ? `“${safeText(f.name)}” (${i + 1} of ${files.length})` : `“${safeText(f.name)}”`;
       const before = entries.reduce((n, e) => n + e.size, 0);
       preparing = { name: f.name, label, before, total };
       showPreparing({ name: f.name, done: 0 });
       const address = await peer.shareFile(f);
       // What the peer recorded, so the collection says the same.
       const m = peer.manifest(address) || { size: f.size, type: f.type || "application/octet-stream" };
-      entries.push({ address, name: m.name || f.name, size: m.size, type: m.type });
+      entries.push({ address, name: m.name || safeText(f.name) || "file", size: m.size, type: m.type });
     }
   } catch (err) {
     compose();
-    $("compose-error").textContent = `Could not share “${file.name}”: ${err.message || err}. Check that the file still exists and can be read, then choose it again.`;
+    $("compose-error").textContent = `Could not share “${safeText(file.name)}”: ${err.message || err}. Check that the file still exists and can be read, then choose it again.`;
     return;
   } finally {
     preparing = null;

@@ -136,7 +136,9 @@ pub struct TimedIo<T> {
     timeouts: Timeouts,
     waiting: Waiting,
     seen_started: u32,
-    read_timer: Pin<Box<Sleep>>,
+    /// Gone once the connection is a WebSocket: every idle peer would
+    /// keep it.
+    read_timer: Option<Pin<Box<Sleep>>>,
     /// Since when writes have been refused (the client reads nothing).
     write_stalled: Option<Pin<Box<Sleep>>>,
 }
@@ -151,7 +153,7 @@ impl<T> TimedIo<T> {
             timeouts,
             waiting: Waiting::Request(deadline),
             seen_started: 0,
-            read_timer: Box::pin(sleep_until(deadline)),
+            read_timer: Some(Box::pin(sleep_until(deadline))),
             write_stalled: None,
         }
     }
@@ -166,6 +168,7 @@ impl<T> TimedIo<T> {
         if state == UPGRADED {
             self.waiting = Waiting::Upgraded;
             self.write_stalled = None;
+            self.read_timer = None;
             return;
         }
         if started != self.seen_started {
@@ -216,10 +219,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                     Waiting::Headers(at) => (at, true),
                     Waiting::Response | Waiting::Upgraded => return Poll::Pending,
                 };
-                if this.read_timer.deadline() != deadline {
-                    this.read_timer.as_mut().reset(deadline);
+                let timer = this
+                    .read_timer
+                    .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
                 }
-                ready!(this.read_timer.as_mut().poll(cx));
+                ready!(timer.as_mut().poll(cx));
                 if headers {
                     // Best effort, never waiting: the client learns why.
                     let _ = Pin::new(&mut this.inner).poll_write(cx, &this.timeouts.too_slow);

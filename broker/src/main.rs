@@ -44,9 +44,9 @@ struct Args {
     #[arg(long, env = "BROKER_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
     turn_secret_file: Option<PathBuf>,
 
-    /// Seconds a minted TURN credential stays valid (at least 60). Peers
-    /// get fresh ones over their WebSocket a quarter of this before they
-    /// expire; links already relayed outlive them.
+    /// Seconds a minted TURN credential stays valid (at least 60, and four
+    /// ping intervals). Peers get fresh ones over their WebSocket at half
+    /// of this; links already relayed outlive them.
     #[arg(long, env = "BROKER_TURN_TTL", default_value_t = 600)]
     turn_ttl: u64,
 
@@ -253,7 +253,8 @@ fn turn_config(args: &Args) -> anyhow::Result<Option<Turn>> {
         (false, Some(secret)) if !secret.is_empty() => Ok(Some(Turn {
             urls: args.turn_urls.clone(),
             secret,
-            ttl: Duration::from_secs(args.turn_ttl.max(60)),
+            // Renewed at the first ping past half the lifetime.
+            ttl: Duration::from_secs(args.turn_ttl.max(60).max(4 * args.ping_interval)),
         })),
         (false, _) => anyhow::bail!(
             "--turn-url needs a non-empty --turn-secret or --turn-secret-file (coturn's static-auth-secret)"

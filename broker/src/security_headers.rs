@@ -8,6 +8,9 @@
 //! `blob:` URL, previews of verified content as `blob:` (and SVG as
 //! `data:`) URLs, and its broker's WebSocket, which `connect-src 'self'`
 //! covers (`ws:`/`wss:` of the page's own host count as `'self'`).
+//! `connect-src` also allows `blob:`: a page can read back only the
+//! `blob:` URLs its own origin made (such as a saved file's), so it opens
+//! no path to the network.
 
 use std::path::Path;
 
@@ -76,7 +79,7 @@ pub fn content_security_policy(hashes: &[String]) -> String {
     }
     format!(
         "default-src 'none'; script-src {script}; style-src 'self'; \
-         img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; \
+         img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' blob:; \
          worker-src blob:; manifest-src 'self'; frame-ancestors 'none'; \
          object-src 'none'; base-uri 'none'; form-action 'none'"
     )

@@ -102,15 +102,10 @@ async fn serve_as<R: Registry>(
         config.ping_interval,
     );
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Fresh TURN credentials before the welcome's expire; boxed, and only
-    // with TURN, so that other brokers' idle peers do not pay for it.
-    let mut renew_ice = config.turn.as_ref().map(|turn| {
-        let every = turn.renew_every();
-        Box::new(tokio::time::interval_at(
-            tokio::time::Instant::now() + every,
-            every,
-        ))
-    });
+    // Fresh TURN credentials before the welcome's expire, checked at each
+    // ping: a timer of its own would cost every idle peer memory.
+    let renew_every = config.turn.as_ref().map(|turn| turn.renew_every());
+    let mut renew_at = renew_every.map(|every| Instant::now() + every);
     // One task reads and writes: a second task per connection, and the lock
     // that splitting the socket needs, would cost every idle peer memory.
     let close = loop {
@@ -190,11 +185,14 @@ async fn serve_as<R: Registry>(
                 }
                 // A full queue means a slow peer, which the registry kills.
                 let _ = session.outbox.try_send(Outbound::Ping);
-            }
-            _ = async { renew_ice.as_mut().expect("checked").tick().await }, if renew_ice.is_some() => {
-                session.send(&ServerMsg::IceServers {
-                    ice_servers: config.ice_servers_for(id),
-                });
+                if let (Some(at), Some(every)) = (renew_at, renew_every) {
+                    if Instant::now() >= at {
+                        session.send(&ServerMsg::IceServers {
+                            ice_servers: config.ice_servers_for(id),
+                        });
+                        renew_at = Some(Instant::now() + every);
+                    }
+                }
             }
             _ = &mut stopping => {
                 break Some((CLOSE_RESTART, "broker restarting; reconnect".to_owned()));

@@ -34,12 +34,14 @@ impl std::fmt::Debug for Turn {
 }
 
 impl Turn {
-    /// How often a connected peer gets fresh credentials: a quarter of
-    /// their lifetime before they expire, so a link set up just before the
-    /// renewal still finds them valid. TURN servers check a credential
-    /// when an allocation is made, so relayed links outlive it.
+    /// How often a connected peer gets fresh credentials: at half their
+    /// lifetime, at the first ping after (the session checks at its pings,
+    /// so the ping interval must stay under a quarter of the lifetime), so
+    /// a link set up just before the renewal still finds them valid. TURN
+    /// servers check a credential when an allocation is made, so relayed
+    /// links outlive it.
     pub fn renew_every(&self) -> Duration {
-        (self.ttl * 3 / 4).max(Duration::from_secs(1))
+        self.ttl / 2
     }
 
     /// The ICE server entry for `peer`, valid for `ttl` from now.

@@ -278,7 +278,8 @@ async fn turn_credentials_are_renewed_before_they_expire() {
             urls: vec!["turn:192.0.2.1:3478".into()],
             secret: "north".into(),
             ttl: Duration::from_secs(2),
-        })
+        });
+        c.ping_interval = Duration::from_millis(250);
     })
     .await;
     let mut peer = broker.client().await;
@@ -289,6 +290,7 @@ async fn turn_credentials_are_renewed_before_they_expire() {
         expiry.parse().unwrap()
     };
     let first = expiry(&peer.welcome["welcome"]["ice_servers"]);
+    // Renewed at the first ping after 1 s.
     let renewed = peer.recv().await;
     let servers = &renewed["ice_servers"]["ice_servers"];
     let next = expiry(servers);

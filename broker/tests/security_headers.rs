@@ -62,7 +62,7 @@ async fn every_app_response_carries_the_policy_with_the_pages_script_hash() {
         for directive in [
             "default-src 'none'",
             &format!("script-src 'self' 'wasm-unsafe-eval' {hash}"),
-            "connect-src 'self'",
+            "connect-src 'self' blob:",
             "worker-src blob:",
             "frame-ancestors 'none'",
             "object-src 'none'",

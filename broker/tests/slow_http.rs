@@ -54,10 +54,7 @@ async fn a_half_sent_request_gets_408_after_the_header_timeout_however_it_trickl
         took >= header && took < header + LATE,
         "closed after {took:?}"
     );
-    assert_eq!(
-        broker.metric("broker_http_header_timeouts_total").await,
-        1
-    );
+    assert_eq!(broker.metric("broker_http_header_timeouts_total").await, 1);
 }
 
 #[tokio::test]

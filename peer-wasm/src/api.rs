@@ -11,12 +11,19 @@
 //!
 //! const file = await peer.shareFile(input.files[0]); // any size
 //! const blob = await peer.fetchBlob(file);           // verified Blob
+//!
+//! peer.confirmAbove = 100 * 2 ** 20; // bigger content waits for a yes:
+//! // {type: "status", state: "confirm", total, name, mediaType}, then
+//! peer.confirm(address);             // or peer.cancel(address)
+//!
+//! el.textContent = safeText(untrusted, 255); // see protocol::display
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use protocol::display;
 use protocol::manifest::DEFAULT_CHUNK_SIZE;
 use protocol::ContentId;
 use wasm_bindgen::prelude::*;
@@ -25,7 +32,7 @@ use web_sys::{Blob, File};
 
 use crate::error::PeerError;
 use crate::events::Event;
-use crate::peer::Inner;
+use crate::peer::{with_inner, Inner};
 use crate::store::{Held, Parts};
 
 /// A browser peer: holds content and serves it to other browsers, fetches
@@ -33,6 +40,20 @@ use crate::store::{Held, Parts};
 #[wasm_bindgen]
 pub struct Peer {
     inner: Rc<RefCell<Inner>>,
+    /// Content bigger than this waits for `confirm` (see `confirmAbove`).
+    confirm_above: Cell<Option<u64>>,
+}
+
+/// `text` made safe to show: invisible characters (bidirectional
+/// controls, zero-width and other format characters, control characters,
+/// line separators) replaced by U+FFFD, whitespace collapsed, at most
+/// `max` characters (default 255) with the middle cut. The one rule the
+/// peer applies to every name, type and message it hands the page; for
+/// text the page reads itself from content (a collection's entries).
+#[wasm_bindgen(js_name = safeText)]
+pub fn safe_text(text: &str, max: Option<u32>) -> String {
+    let max = max.map_or(display::NAME_CHARS, |m| m as usize);
+    display::safe_text(text, max)
 }
 
 /// The peer, unless it was closed.
@@ -73,6 +94,7 @@ impl Peer {
         };
         Ok(Peer {
             inner: Inner::create(url, relay_only.unwrap_or(false)),
+            confirm_above: Cell::new(None),
         })
     }
 
@@ -101,6 +123,7 @@ impl Peer {
                 relay_only.unwrap_or(false),
                 connection,
             ),
+            confirm_above: Cell::new(None),
         })
     }
 
@@ -205,7 +228,12 @@ impl Peer {
         address: &str,
     ) -> Result<impl std::future::Future<Output = Result<Rc<Held>, JsValue>>, JsValue> {
         let content = parse_address(address)?;
-        let rx = self.inner.borrow_mut().fetch(content);
+        let rx = {
+            let mut inner = self.inner.borrow_mut();
+            let rx = inner.fetch(content);
+            inner.confirm_above(Some(content), self.confirm_above.get());
+            rx
+        };
         Ok(async move {
             rx.await
                 .map_err(|_| JsValue::from(js_sys::Error::new("fetch cancelled")))
@@ -214,6 +242,8 @@ impl Peer {
 
     /// Size, media type and name of held or half-fetched content:
     /// `{size, type, name}`, or `undefined` before the manifest arrived.
+    /// Name and type are made safe to show and to save under (see
+    /// `safeText`); `name` is absent if nothing of it is left.
     pub fn manifest(&self, address: &str) -> Result<JsValue, JsValue> {
         let content = parse_address(address)?;
         let Some(m) = self.inner.borrow().manifest(&content) else {
@@ -221,11 +251,41 @@ impl Peer {
         };
         let obj = Object::new();
         Reflect::set(&obj, &"size".into(), &(m.size as f64).into())?;
-        Reflect::set(&obj, &"type".into(), &m.media_type.as_str().into())?;
-        if let Some(name) = &m.name {
-            Reflect::set(&obj, &"name".into(), &name.as_str().into())?;
+        Reflect::set(&obj, &"type".into(), &m.shown_type().into())?;
+        if let Some(name) = m.shown_name() {
+            Reflect::set(&obj, &"name".into(), &name.into())?;
         }
         Ok(obj.into())
+    }
+
+    /// Content bigger than this many bytes waits, once its manifest is
+    /// verified, for `confirm` (or `cancel`): the status event says
+    /// `{state: "confirm", total, name, mediaType}`. Only the first chunk,
+    /// which comes with the manifest, is received meanwhile (at most
+    /// 16 MiB; 256 KiB as this peer shares). `undefined` (the default):
+    /// nothing waits. Applies to downloads whose manifest has not arrived
+    /// yet, and to later ones.
+    #[wasm_bindgen(setter, js_name = confirmAbove)]
+    pub fn set_confirm_above(&self, bytes: Option<f64>) {
+        let limit = bytes.map(|b| b.max(0.0) as u64);
+        self.confirm_above.set(limit);
+        self.inner.borrow_mut().confirm_above(None, limit);
+    }
+
+    /// The threshold set with the `confirmAbove` setter.
+    #[wasm_bindgen(getter, js_name = confirmAbove)]
+    pub fn confirm_above(&self) -> Option<f64> {
+        self.confirm_above.get().map(|b| b as f64)
+    }
+
+    /// The user wants the download of `address` that waits for a yes (see
+    /// `confirmAbove`): it goes on. Called earlier, it will not wait.
+    pub fn confirm(&self, address: &str) -> Result<(), JsValue> {
+        let content = parse_address(address)?;
+        with_inner(&Rc::downgrade(&self.inner), move |inner| {
+            inner.confirm(content)
+        });
+        Ok(())
     }
 
     /// Stops serving `address`.
@@ -257,9 +317,10 @@ impl Peer {
     /// Event handler, called with objects such as
     /// `{type: "holders", address, count}`,
     /// `{type: "status", address, state, received?, total?, sources?,
-    /// sending?, missing?}` (state: looking, gone, connecting, receiving,
-    /// verified; `missing` lists `[start, end)` byte ranges no connected
-    /// holder has),
+    /// sending?, missing?, name?, mediaType?}` (state: looking, gone,
+    /// connecting, receiving, confirm, verified; `missing` lists
+    /// `[start, end)` byte ranges no connected holder has; `confirm`: the
+    /// content is bigger than `confirmAbove`, see there),
     /// `{type: "warning", address, message}`, `{type: "connected", id}`,
     /// `{type: "disconnected"}`.
     #[wasm_bindgen(setter)]
@@ -267,9 +328,11 @@ impl Peer {
         self.inner.borrow_mut().set_on_event(handler);
     }
 
-    /// Payload bytes moved over data channels, and how many data channels
-    /// opened (a big download from a lone holder opens two):
-    /// `{bytesFromPeers, bytesToPeers, channelsOpened}`.
+    /// Payload bytes moved over data channels, how many data channels
+    /// opened (a big download from a lone holder opens two), how many
+    /// `RTCPeerConnection`s were made, offers to serve refused, and
+    /// serving connections now: `{bytesFromPeers, bytesToPeers,
+    /// channelsOpened, connectionsMade, offersRefused, servingLinks}`.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let s = self.inner.borrow().stats();
         let obj = Object::new();
@@ -284,6 +347,15 @@ impl Peer {
             &"channelsOpened".into(),
             &(s.channels_opened as f64).into(),
         )?;
+        let inner = self.inner.borrow();
+        let counts = [
+            ("connectionsMade", s.connections_made as f64),
+            ("offersRefused", s.offers_refused as f64),
+            ("servingLinks", inner.serving_links() as f64),
+        ];
+        for (name, n) in counts {
+            Reflect::set(&obj, &name.into(), &n.into())?;
+        }
         Ok(obj.into())
     }
 
@@ -293,6 +365,25 @@ impl Peer {
     #[wasm_bindgen(js_name = corruptServedChunks)]
     pub fn corrupt_served_chunks(&self, on: bool) {
         self.inner.borrow_mut().corrupt_served = on;
+    }
+
+    /// Test builds only (`test-hooks` feature): from now on, chunks this
+    /// peer serves go as a tarpit would send them: `"empty"`, frames with
+    /// no payload for the first chunk asked, over and over; `"trickle"`,
+    /// the real bytes at 10 KiB/s; `null`, honestly again.
+    #[cfg(feature = "test-hooks")]
+    #[wasm_bindgen(js_name = tarpitServedChunks)]
+    pub fn tarpit_served_chunks(&self, mode: Option<String>) -> Result<(), JsValue> {
+        let mode = match mode.as_deref() {
+            None => None,
+            Some(name) => Some(crate::peer::TarpitMode::parse(name).ok_or_else(|| {
+                PeerError::Refused(format!(
+                    "no tarpit mode {name:?}: use \"empty\" or \"trickle\""
+                ))
+            })?),
+        };
+        self.inner.borrow_mut().tarpit = mode;
+        Ok(())
     }
 
     /// Disconnects from the broker and every peer.

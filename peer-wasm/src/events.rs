@@ -3,7 +3,8 @@
 //! into the peer without finding it busy.
 
 use js_sys::{Array, Function, Object, Reflect};
-use protocol::download::Status;
+use protocol::display::{holder_says, safe_text};
+use protocol::download::{DropReason, Status};
 use protocol::ContentId;
 use wasm_bindgen::JsValue;
 
@@ -19,10 +20,12 @@ pub enum Event {
     /// Download progress.
     Status(ContentId, Status),
     /// Something went wrong with a holder, but the download goes on.
+    /// Shown made safe (see [`protocol::display`]): it may quote a holder.
     Warning(ContentId, String),
     /// A file being shared was hashed up to `done` of `total` bytes.
     Preparing {
-        /// File name.
+        /// File name, as the page gave it (handed back as it is, so that
+        /// the page recognises its own file).
         name: String,
         /// Bytes hashed.
         done: u64,
@@ -76,6 +79,18 @@ impl Event {
                         set(&obj, "missing", ranges.into());
                         "receiving"
                     }
+                    Status::Confirm {
+                        total,
+                        name,
+                        media_type,
+                    } => {
+                        set(&obj, "total", (*total as f64).into());
+                        if let Some(name) = name {
+                            set(&obj, "name", name.as_str().into());
+                        }
+                        set(&obj, "mediaType", media_type.as_str().into());
+                        "confirm"
+                    }
                     Status::Verified => "verified",
                 };
                 set(&obj, "state", state.into());
@@ -89,10 +104,27 @@ impl Event {
             Event::Warning(c, message) => {
                 set(&obj, "type", "warning".into());
                 set(&obj, "address", c.to_string().into());
-                set(&obj, "message", message.as_str().into());
+                set(&obj, "message", safe_text(message, WARNING_CHARS).into());
             }
         }
         obj.into()
+    }
+}
+
+/// Most characters of a warning that are shown.
+const WARNING_CHARS: usize = 400;
+
+/// The page's line for a holder dropped for `reason`. A holder's own words
+/// (why it refused) are its claim: quoted, made safe and capped.
+pub fn dropped_holder(reason: &DropReason) -> String {
+    match reason {
+        DropReason::Refused(words) => {
+            format!(
+                "dropped a holder that refused a request; {}",
+                holder_says(words)
+            )
+        }
+        other => format!("dropped a holder: {other}"),
     }
 }
 

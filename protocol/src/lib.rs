@@ -5,6 +5,7 @@
 //!   address: the SHA-256 of a [`manifest::Manifest`]).
 //! * [`signaling`]: messages between a peer and the broker (`ClientMsg`,
 //!   `ServerMsg`). None of them can carry content.
+//! * [`display`]: text from peers made safe to show (one rule for all).
 //! * [`availability`]: which chunks a peer holds, as peers tell each other.
 //! * [`transfer`]: messages between two peers over an RTCDataChannel.
 //! * [`links`]: which connection between two peers is which (peer, side,
@@ -15,6 +16,7 @@
 //!   machine, free of browser types so that it is tested natively.
 
 pub mod availability;
+pub mod display;
 pub mod download;
 pub mod ids;
 pub mod links;

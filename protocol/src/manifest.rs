@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::display;
 use crate::ids::{ChunkHash, ContentId};
 
 /// Manifest format version.
@@ -133,6 +134,21 @@ impl Manifest {
         Ok(())
     }
 
+    /// The file name as a page may show it and save under (see
+    /// [`crate::display::safe_text`]): the manifest's check refuses
+    /// control characters but not format characters, which a sharer may
+    /// use to disguise a name. `None` without a name, or if nothing of it
+    /// is left to show.
+    pub fn shown_name(&self) -> Option<String> {
+        let name = self.name.as_deref()?;
+        Some(display::safe_text(name, display::NAME_CHARS)).filter(|n| !n.is_empty())
+    }
+
+    /// The media type as a page may show it (see [`Self::shown_name`]).
+    pub fn shown_type(&self) -> String {
+        display::safe_text(&self.media_type, display::NAME_CHARS)
+    }
+
     /// Number of chunks.
     pub fn chunk_count(&self) -> u32 {
         self.chunks.len() as u32
@@ -217,6 +233,22 @@ mod tests {
         assert!(m.chunk_matches(2, &data[2 * cs..]));
         assert!(!m.chunk_matches(1, &data[..cs]));
         assert!(!m.chunk_matches(3, b""));
+    }
+
+    #[test]
+    fn names_and_types_are_shown_made_safe() {
+        let m = Manifest::describe(b"x", "text/plain\u{200B}", Some("invoice\u{202E}fdp.exe"));
+        // Accepted as it is (no control characters) and committed to by the
+        // address; only what is shown changes.
+        Manifest::verify(&m.address(), &m.to_bytes()).unwrap();
+        assert_eq!(m.shown_name().as_deref(), Some("invoice\u{FFFD}fdp.exe"));
+        assert_eq!(m.shown_type(), "text/plain\u{FFFD}");
+        let blank = Manifest::describe(b"x", "text/plain", Some("   "));
+        assert_eq!(blank.shown_name(), None);
+        assert_eq!(
+            Manifest::describe(b"x", "text/plain", None).shown_name(),
+            None
+        );
     }
 
     #[test]

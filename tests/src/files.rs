@@ -219,3 +219,32 @@ pub async fn file_info(v: &Visitor) -> (String, u64, String) {
         info[2].as_str().unwrap_or_default().to_owned(),
     )
 }
+
+/// Shares, from `v`'s peer, a collection listing `entries` exactly as
+/// given (`{address, name, size, type}` objects, or anything else: a
+/// collection's author may write what it likes); returns its link path.
+pub async fn share_collection(v: &Visitor, entries: Value) -> String {
+    let address = v
+        .js(
+            "const json = new TextEncoder().encode(JSON.stringify({ files: arguments[0] }));
+             return window.peer.share(json, 'application/vnd.peerpage.collection+json');",
+            vec![entries],
+        )
+        .await;
+    format!("/{}", address.as_str().expect("share returns the address"))
+}
+
+/// SHA-256 (hex) of the content the page holds at its own address, read
+/// back in the page from `peer.fetchBlob` (no `fetch` of a `blob:` URL,
+/// which the app's content security policy may refuse).
+pub async fn held_sha256(v: &Visitor) -> String {
+    let script = "const done = arguments[arguments.length - 1];
+        window.peer.fetchBlob(location.pathname.slice(1))
+          .then((blob) => blob.arrayBuffer()).then((b) => crypto.subtle.digest('SHA-256', b))
+          .then((d) => done([...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, '0')).join('')),
+                (e) => done('error: ' + e));";
+    match v.client().execute_async(script, vec![]).await {
+        Ok(Value::String(hex)) => hex,
+        other => panic!("{}: cannot hash what it holds: {other:?}", v.name()),
+    }
+}

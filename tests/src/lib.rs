@@ -13,6 +13,8 @@
 //! * [`text`]: unique random text to share.
 //! * [`files`]: files made alike natively and in pages, and page-side
 //!   checks of file transfers.
+//! * [`hostile`]: a page's connection counts, and an attacker flooding a
+//!   holder with offers.
 //! * [`nginx`]: nginx terminating TLS in front of the broker, with the
 //!   operators' `deploy/nginx/peerpage.conf`.
 //! * [`turn`]: coturn as a child process, for the relay-only test.
@@ -33,6 +35,7 @@ use std::time::Duration;
 pub mod broker;
 pub mod chromedriver;
 pub mod files;
+pub mod hostile;
 pub mod http;
 pub mod netns;
 pub mod nginx;

@@ -93,6 +93,14 @@ struct Shared {
 struct Queue {
     items: VecDeque<Item>,
     own: Usage,
+    /// Made with the first relayed signal or count, gone once drained:
+    /// most idle peers have none.
+    others: Option<Box<Others>>,
+}
+
+/// The accounting of relayed signals and counts.
+#[derive(Debug, Default)]
+struct Others {
     relayed: Usage,
     /// Relayed signals queued per sender; a handful of senders at a time,
     /// so a list beats a map.
@@ -231,8 +239,9 @@ impl Mailbox {
         {
             let mut queue = shared.lock();
             let bytes = text.len();
-            let at = queue.senders.iter().position(|(p, _)| *p == from);
-            let share = at.map_or_else(Usage::default, |at| queue.senders[at].1);
+            let others = queue.others.get_or_insert_with(Box::default);
+            let at = others.senders.iter().position(|(p, _)| *p == from);
+            let share = at.map_or_else(Usage::default, |at| others.senders[at].1);
             if !share.has_room(limits.sender_messages, limits.sender_bytes, bytes) {
                 return Err(Refused::Busy {
                     queued: share.messages,
@@ -243,24 +252,24 @@ impl Mailbox {
             // a reserve as big: heavy senders filling the pool cannot
             // shut out a light one, such as an honest peer's handshake.
             let reserve = if share.messages < LIGHT { 2 } else { 1 };
-            if !queue
+            if !others
                 .relayed
                 .has_room(limits.messages * reserve, limits.bytes * reserve, bytes)
             {
                 return Err(Refused::Busy {
-                    queued: queue.relayed.messages,
+                    queued: others.relayed.messages,
                     from_sender: false,
                 });
             }
             match at {
-                Some(at) => queue.senders[at].1.add(bytes),
+                Some(at) => others.senders[at].1.add(bytes),
                 None => {
                     let mut share = Usage::default();
                     share.add(bytes);
-                    queue.senders.push((from, share));
+                    others.senders.push((from, share));
                 }
             }
-            queue.relayed.add(bytes);
+            others.relayed.add(bytes);
             queue.items.push_back(Item::Relayed(from, text));
         }
         shared.waker.wake();
@@ -273,7 +282,8 @@ impl Mailbox {
         let shared = self.live().ok_or(Gone)?;
         {
             let mut queue = shared.lock();
-            if queue.counts.insert(content, text).is_none() {
+            let others = queue.others.get_or_insert_with(Box::default);
+            if others.counts.insert(content, text).is_none() {
                 queue.items.push_back(Item::Count(content));
             }
         }
@@ -338,35 +348,32 @@ impl Queue {
             }
             Item::Relayed(from, text) => {
                 let bytes = text.len();
-                self.relayed.sub(bytes);
-                if let Some(at) = self.senders.iter().position(|(p, _)| *p == from) {
-                    let share = &mut self.senders[at].1;
+                let others = self.others.as_mut().expect("a relayed signal is counted");
+                others.relayed.sub(bytes);
+                if let Some(at) = others.senders.iter().position(|(p, _)| *p == from) {
+                    let share = &mut others.senders[at].1;
                     share.sub(bytes);
                     if share.messages == 0 {
-                        self.senders.swap_remove(at);
+                        others.senders.swap_remove(at);
                     }
                 }
                 Outbound::Text(text)
             }
             Item::Count(content) => Outbound::Text(
-                self.counts
-                    .remove(&content)
+                self.others
+                    .as_mut()
+                    .and_then(|o| o.counts.remove(&content))
                     .expect("a queued count has its text"),
             ),
         })
     }
 
-    /// Gives back what a drained burst grew.
+    /// Gives back what a drained burst grew; nothing is queued.
     fn shrink(&mut self) {
         if self.items.capacity() > KEEP {
             self.items = VecDeque::new();
         }
-        if self.senders.capacity() > KEEP {
-            self.senders = Vec::new();
-        }
-        if self.counts.capacity() > KEEP {
-            self.counts = HashMap::new();
-        }
+        self.others = None;
     }
 }
 
@@ -554,8 +561,7 @@ mod unit {
         {
             let queue = mailbox.shared.lock();
             assert!(queue.items.capacity() <= KEEP);
-            assert!(queue.senders.capacity() <= KEEP);
-            assert!(queue.counts.capacity() <= KEEP);
+            assert!(queue.others.is_none());
         }
         drop(inbox);
         assert_eq!(mailbox.try_send(text("y")), Err(Gone));

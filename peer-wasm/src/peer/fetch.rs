@@ -11,7 +11,7 @@ use protocol::transfer::{FrameHead, Reply};
 use protocol::{ClientMsg, ContentId};
 
 use crate::arrivals::Arrivals;
-use crate::events::Event;
+use crate::events::{dropped_holder, Event};
 use crate::hashing::{chunk_hash, digest_hash, hash_here, Hashing};
 use crate::store::{Held, DISK_ABOVE};
 
@@ -117,6 +117,27 @@ impl Inner {
         self.signaling.want(content);
     }
 
+    /// Content bigger than `limit` waits for the user's yes, in the
+    /// download of `content` (every download, without one) if its manifest
+    /// has not arrived (see `protocol::download::Download::confirm`).
+    pub(crate) fn confirm_above(&mut self, content: Option<ContentId>, limit: Option<u64>) {
+        for (c, fetch) in &mut self.fetches {
+            if content.is_none_or(|only| only == *c) && fetch.download.manifest().is_none() {
+                fetch.download.set_confirm_above(limit);
+            }
+        }
+    }
+
+    /// The user said yes to the download of `content`: it goes on.
+    pub(crate) fn confirm(&mut self, content: ContentId) {
+        let Some(fetch) = self.fetches.get_mut(&content) else {
+            return;
+        };
+        let actions = fetch.download.confirm(now() as u64);
+        self.run(content, actions);
+        self.emit_status(content);
+    }
+
     /// Feeds `input` to the download of `content` and carries out what it
     /// decides.
     pub(super) fn drive(&mut self, content: ContentId, input: Input<'_>) {
@@ -168,8 +189,15 @@ impl Inner {
             .download
             .handle(Input::ChunkFrame(conn, head), now() as u64);
         for action in &actions {
-            if let Action::Keep { conn, offset, .. } = action {
-                fetch.arrivals.keep(*conn, *offset, head.total, payload);
+            if let Action::Keep {
+                conn,
+                index,
+                offset,
+            } = action
+            {
+                fetch
+                    .arrivals
+                    .keep(*conn, *index, *offset, head.total, payload);
             }
         }
         self.run(content, actions);
@@ -210,6 +238,12 @@ impl Inner {
             match action {
                 // Done by `on_chunk_frame`, which has the payload.
                 Action::Keep { .. } => {}
+                // Another copy of the chunk is whole: this one's bytes go.
+                Action::Abandon { conn } => {
+                    if let Some(fetch) = self.fetches.get_mut(&content) {
+                        fetch.arrivals.forget(&conn);
+                    }
+                }
                 Action::Verify { conn, index } => {
                     let Some(fetch) = self.fetches.get_mut(&content) else {
                         continue;
@@ -253,8 +287,7 @@ impl Inner {
                         fetch.arrivals.forget(&conn);
                     }
                     if let Some(reason) = reason {
-                        let warning = format!("dropped a holder: {reason}");
-                        self.emit(Event::Warning(content, warning));
+                        self.emit(Event::Warning(content, dropped_holder(&reason)));
                     }
                 }
                 Action::Want(n) => {

@@ -96,13 +96,15 @@ impl Inner {
         offerer: bool,
         on_event: crate::rtc::OnEvent,
     ) -> Result<Link, PeerError> {
-        Link::new(
+        let link = Link::new(
             &self.signaling.ice_servers,
             offerer,
             self.relay_only,
             self.spare.take(),
             on_event,
-        )
+        )?;
+        self.stats.connections_made += 1;
+        Ok(link)
     }
 
     /// Makes a connection and adds it under `key`, its events going to
@@ -228,10 +230,26 @@ impl Inner {
         });
     }
 
-    /// Another peer wants `content` from us over a new connection.
+    /// Another peer wants `content` from us over a new connection: made
+    /// only if `protocol::links::ServeGate` admits it, else refused with a
+    /// `bye` that says why, before any `RTCPeerConnection` exists.
     pub(super) fn accept_offer(&mut self, from: PeerId, sdp: String, content: ContentId, lane: u8) {
-        if !self.held.contains_key(&content) {
-            let reason = format!("this peer does not hold {content}");
+        let key = LinkKey {
+            peer: from,
+            side: Side::Serve,
+            lane,
+        };
+        let refusal = if self.held.contains_key(&content) {
+            let (serving, replaces) = (self.serving_links(), self.links.contains(&key));
+            let admitted = self.gate.admit(&key, serving, replaces, now() as u64);
+            admitted.err().map(|why| {
+                self.stats.offers_refused += 1;
+                why.to_string()
+            })
+        } else {
+            Some(format!("this peer does not hold {content}"))
+        };
+        if let Some(reason) = refusal {
             let bye = PeerSignal::Bye {
                 side: Side::Serve,
                 reason,
@@ -239,11 +257,6 @@ impl Inner {
             };
             return self.signaling.signal(from, &bye);
         }
-        let key = LinkKey {
-            peer: from,
-            side: Side::Serve,
-            lane,
-        };
         match self.add_link(key, false, Role::Serve(Serving::default())) {
             Ok((link, pc)) => {
                 self.answer(link, pc, sdp, move |sdp| PeerSignal::Answer { sdp, lane })

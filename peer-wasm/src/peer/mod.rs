@@ -22,6 +22,11 @@ mod links;
 mod ready;
 mod serve;
 mod signaling;
+#[cfg(feature = "test-hooks")]
+mod tarpit;
+
+#[cfg(feature = "test-hooks")]
+pub use tarpit::Mode as TarpitMode;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,6 +34,7 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use js_sys::{Function, Promise};
+use protocol::links::{ServeGate, Side};
 use protocol::transfer::Reply;
 use protocol::{ClientMsg, ContentId, Manifest, PeerId};
 use wasm_bindgen::JsValue;
@@ -54,6 +60,11 @@ pub struct Stats {
     pub to_peers: u64,
     /// Data channels that opened, fetching or serving.
     pub channels_opened: u64,
+    /// `RTCPeerConnection`s made (or taken over from the page).
+    pub connections_made: u64,
+    /// Offers to serve refused without making a connection (see
+    /// `protocol::links::ServeGate`).
+    pub offers_refused: u64,
 }
 
 /// Everything a peer knows and owns.
@@ -79,9 +90,14 @@ pub struct Inner {
     offers_in_hand: HashMap<PeerId, String>,
     /// An unused connection the page made early, for the first link.
     spare: Option<web_sys::RtcPeerConnection>,
+    /// Which serving connections may be made.
+    gate: ServeGate,
     /// Flip a byte in every chunk served (a dishonest holder, for tests).
     #[cfg(feature = "test-hooks")]
     pub corrupt_served: bool,
+    /// Serve chunks as a tarpit would (for tests, see `tarpit`).
+    #[cfg(feature = "test-hooks")]
+    pub tarpit: Option<TarpitMode>,
 }
 
 /// Runs `f` on the peer if it still exists, then arms the timer for
@@ -178,8 +194,11 @@ impl Inner {
                 ready: Ready::default(),
                 offers_in_hand: HashMap::new(),
                 spare: None,
+                gate: ServeGate::default(),
                 #[cfg(feature = "test-hooks")]
                 corrupt_served: false,
+                #[cfg(feature = "test-hooks")]
+                tarpit: None,
             })
         })
     }
@@ -199,6 +218,12 @@ impl Inner {
     /// Data-channel traffic so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Serving connections now, opened or not.
+    pub fn serving_links(&self) -> usize {
+        let serving = self.links.iter().filter(|(k, _)| k.side == Side::Serve);
+        serving.count()
     }
 
     /// Last known holder count of an address.

@@ -83,19 +83,28 @@ impl Ready {
 
 impl Inner {
     /// Whether a ready offer should be made now: we hold something, are
-    /// connected, have none, and did not just fail to make one.
+    /// connected, have none, did not just fail to make one, and the serving
+    /// caps leave room (see `protocol::links::ServeGate`).
     fn needs_ready_offer(&self) -> bool {
         !self.closed
             && !self.held.is_empty()
             && self.signaling.id.is_some()
             && self.ready.may_make()
+            && self.gate.reopens_at(now() as u64).is_none()
     }
 
-    /// When to try again to make a ready offer, after a failure, if one
-    /// would be needed then.
+    /// When to try again to make a ready offer, after a failure or while
+    /// the serving caps leave no room, if one would be needed then.
     pub(super) fn ready_retry_at(&self) -> Option<f64> {
         let wanted = !self.closed && !self.held.is_empty() && self.signaling.id.is_some();
-        self.ready.retry_at().filter(|_| wanted)
+        let gate = self.gate.reopens_at(now() as u64).map(|at| at as f64);
+        let at = self
+            .ready
+            .retry_at()
+            .into_iter()
+            .chain(gate)
+            .reduce(f64::max);
+        at.filter(|_| wanted)
     }
 
     /// Makes a ready offer soon if one is needed.
@@ -121,6 +130,12 @@ impl Inner {
     /// wanter can answer it at once instead of making its own.
     fn prepare_ready_offer(&mut self) {
         if !self.needs_ready_offer() {
+            return;
+        }
+        let serving = self.serving_links();
+        if self.gate.admit_ready(serving, now() as u64).is_err() {
+            // Serving as much as it may: the next ready offer waits for a
+            // serving link to go (or the window to pass).
             return;
         }
         let target: Rc<Cell<Option<LinkRef>>> = Rc::default();

@@ -31,6 +31,9 @@ pub struct Serving {
     /// are still sent if the content is released meanwhile, and released
     /// content is freed once nothing of it is queued.
     held: HashMap<ContentId, Rc<Held>>,
+    /// Chunks served as a tarpit would (tests only, see `super::tarpit`).
+    #[cfg(feature = "test-hooks")]
+    pub tarpit: Option<super::tarpit::Tarpit>,
 }
 
 impl Serving {
@@ -143,6 +146,8 @@ impl Inner {
         };
         #[cfg(feature = "test-hooks")]
         let corrupt = self.corrupt_served;
+        #[cfg(feature = "test-hooks")]
+        let mut tarpitted = Vec::new();
         let mut stop = Stop::Wait;
         while let Some(step) = serving.plan.next(p.link.buffered()) {
             match step {
@@ -211,6 +216,14 @@ impl Inner {
                         stop = Stop::Broken;
                         break;
                     };
+                    #[cfg(feature = "test-hooks")]
+                    if let Some(mode) = self.tarpit.filter(|_| kind == FrameKind::Chunk) {
+                        // The tarpit sends it its own way, once read whole.
+                        if last {
+                            tarpitted.push((mode, index, serving.loaded.remove(&job)));
+                        }
+                        continue;
+                    }
                     let range = part.bytes();
                     let payload = bytes.subarray(range.start as u32, range.end as u32);
                     let message = match part.header(kind, index) {
@@ -247,6 +260,12 @@ impl Inner {
             }
         }
         serving.forget_done();
+        #[cfg(feature = "test-hooks")]
+        for (mode, index, bytes) in tarpitted {
+            if let Some(bytes) = bytes {
+                self.tarpit_queue(link, mode, index, bytes);
+            }
+        }
         match stop {
             Stop::Wait => {}
             Stop::ReadFailed(job, error) => self.fail_serving(link, job, &error),

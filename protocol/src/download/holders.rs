@@ -105,15 +105,29 @@ impl Holder {
 pub(super) struct Connection {
     /// Whether its data channel is open.
     pub open: bool,
-    /// When it was made, or last delivered data.
+    /// When it was made, or last made progress: delivered
+    /// [`super::MIN_PROGRESS_BYTES`] or finished something it owed.
     pub last_progress: u64,
+    /// Payload bytes delivered since `last_progress`.
+    pub window_bytes: u64,
     /// Chunk indices requested and not yet delivered, in request order.
+    /// A chunk may also be in flight at another holder (see
+    /// [`super::ENDGAME_LATE_MS`]).
     pub in_flight: Vec<u32>,
+    /// When it began to owe the first chunk in flight (it was asked for
+    /// chunks while owing none, or finished the one before).
+    pub owing_since: u64,
+    /// When its first chunk in flight becomes late, until the clock has
+    /// passed that moment once (see [`super::Download::next_deadline`]).
+    pub late_at: Option<u64>,
     /// The manifest, while it arrives over this connection.
     pub manifest_asm: Option<Assembly>,
     /// The chunk arriving over it (the first in flight), by its frames'
     /// headers: the caller keeps the bytes.
     pub arriving: Option<Cursor>,
+    /// Whether the caller keeps the arriving chunk's bytes: not once
+    /// another copy of it is whole.
+    pub keeping: bool,
 }
 
 impl Connection {
@@ -121,10 +135,42 @@ impl Connection {
         Connection {
             open: false,
             last_progress: now,
+            window_bytes: 0,
             in_flight: Vec::new(),
+            owing_since: now,
+            late_at: None,
             manifest_asm: None,
             arriving: None,
+            keeping: false,
         }
+    }
+
+    /// It made progress now: its stall window starts again.
+    pub fn progressed(&mut self, now: u64) {
+        self.last_progress = now;
+        self.window_bytes = 0;
+    }
+
+    /// It delivered `bytes` of payload: progress once they add up to
+    /// [`super::MIN_PROGRESS_BYTES`] within one stall window, so a holder
+    /// that trickles frames with (next to) nothing in them stalls all the
+    /// same.
+    pub fn delivered(&mut self, bytes: u32, now: u64) {
+        self.window_bytes += u64::from(bytes);
+        if self.window_bytes >= super::MIN_PROGRESS_BYTES {
+            self.progressed(now);
+        }
+    }
+
+    /// It starts owing its (new) first chunk in flight now.
+    pub fn owes_next(&mut self, now: u64) {
+        self.owing_since = now;
+        self.late_at = (!self.in_flight.is_empty()).then_some(now + super::ENDGAME_LATE_MS);
+    }
+
+    /// Whether its first chunk in flight is late at `now`.
+    pub fn is_late(&self, now: u64) -> bool {
+        !self.in_flight.is_empty() && now >= self.owing_since + super::ENDGAME_LATE_MS
     }
 }
 

@@ -71,8 +71,8 @@ pub enum Action {
         manifest_bytes: Vec<u8>,
     },
     /// Keep the payload of the chunk frame just handed in, at `offset` of
-    /// chunk `index` arriving over `conn`. Offset 0 starts the chunk:
-    /// anything kept of an unfinished earlier chunk from `conn` is stale.
+    /// chunk `index` arriving over `conn`. Offset 0 starts the chunk (once:
+    /// every frame carries bytes, so no later frame of it is at 0).
     Keep {
         /// The connection it came over.
         conn: Conn,
@@ -80,6 +80,13 @@ pub enum Action {
         index: u32,
         /// Where the payload goes in the chunk.
         offset: u32,
+    },
+    /// Drop what is kept of the chunk arriving over `conn`: another copy
+    /// of it is whole (see [`super::ENDGAME_LATE_MS`]). Its remaining
+    /// frames are not kept.
+    Abandon {
+        /// The connection it is arriving over.
+        conn: Conn,
     },
     /// Every byte of chunk `index` from `conn` is kept: hash it and report
     /// with [`Input::Hashed`]. Nothing may use the bytes before that.
@@ -112,9 +119,22 @@ pub enum DropReason {
     /// [`super::CONNECT_TIMEOUT_MS`].
     #[error("could not connect in time")]
     ConnectTimeout,
-    /// It owed data and sent nothing for [`super::STALL_TIMEOUT_MS`].
-    #[error("stalled: sent nothing for {} s", super::STALL_TIMEOUT_MS / 1000)]
+    /// It owed data and made no progress for [`super::STALL_TIMEOUT_MS`]:
+    /// delivered less than [`super::MIN_PROGRESS_BYTES`] and finished
+    /// nothing.
+    #[error(
+        "stalled: delivered under {} KiB in {} s; its chunks are asked of other holders",
+        super::MIN_PROGRESS_BYTES / 1024,
+        super::STALL_TIMEOUT_MS / 1000
+    )]
     Stalled,
+    /// It sent a frame without payload: never part of an object, it only
+    /// costs the receiver (a holder that keeps sending them would keep a
+    /// stall timer from ever firing).
+    #[error(
+        "sent a frame with no payload (no manifest or chunk has one); its chunks are asked of other holders"
+    )]
+    EmptyFrame,
     /// It sent a manifest nobody asked it for.
     #[error("sent a manifest nobody asked for")]
     UnaskedManifest,

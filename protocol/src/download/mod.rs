@@ -27,6 +27,9 @@
 //! data are banned for the rest of the download ([`DropReason`] says
 //! why); holders that vanish cost only their chunks in flight.
 //!
+//! Content bigger than the page wants unasked waits, once its manifest
+//! is verified, for the user's yes ([`Download::confirm`]).
+//!
 //! Big content from a lone holder comes over two connections to it
 //! ([`Conn`]'s lanes, see [`SECOND_LANE_BYTES`]): each is its own SCTP
 //! association over its own UDP socket, so a receiver that falls behind
@@ -36,6 +39,7 @@ use crate::ids::ContentId;
 use crate::manifest::Manifest;
 use crate::transfer::Request;
 
+mod confirm;
 pub mod holders;
 mod io;
 mod receive;
@@ -70,9 +74,21 @@ pub const PREFETCH: u32 = 1;
 pub const BLOCK_BYTES: u32 = 1 << 20;
 /// A connection whose data channel is not open after this long is dropped.
 pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// A connection that owes data and delivers nothing for this long is
-/// dropped.
+/// A connection that owes data and makes no progress for this long is
+/// dropped: progress is [`MIN_PROGRESS_BYTES`] of payload, or finishing
+/// what it owed (the manifest, what it has, a chunk).
 pub const STALL_TIMEOUT_MS: u64 = 5_000;
+/// Payload bytes a connection that owes data must deliver per
+/// [`STALL_TIMEOUT_MS`]: 3.2 KiB/s, about 26 kbit/s. A 1 Mbit/s link
+/// delivers 38 times that, and a holder sharing such a link among 30
+/// downloaders still passes; frames with (next to) no payload do not.
+pub const MIN_PROGRESS_BYTES: u64 = 16 << 10;
+/// A connection that has owed its first chunk in flight this long is
+/// late: connections of other holders with nothing else to do ask for
+/// its chunks too (the endgame), the first copy that verifies is stored
+/// and the others are dropped as they arrive. A 256 KiB chunk takes
+/// 2.1 s at 1 Mbit/s, tens of milliseconds on a typical link.
+pub const ENDGAME_LATE_MS: u64 = 3_000;
 /// While more holders could help, ask the broker again this often.
 pub const WANT_RETRY_MS: u64 = 2_000;
 /// Content of at least this many bytes, with at least half of it still
@@ -88,6 +104,9 @@ pub const SECOND_LANE_AFTER_BYTES: u64 = 2 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Missing,
+    /// Missing, and not asked for until the user confirms (see
+    /// [`Download::confirm`]).
+    Gated,
     Requested,
     /// Whole, and being hashed by the caller: from this holder.
     Verifying(HolderId),
@@ -109,6 +128,10 @@ pub struct Download {
     /// Where ties in the chunk order start (random per download).
     start: u32,
     complete: bool,
+    /// Content bigger than this waits for the user's yes (see `confirm`).
+    confirm_above: Option<u64>,
+    /// Waiting for it now.
+    gated: bool,
 }
 
 impl Download {
@@ -127,6 +150,8 @@ impl Download {
             last_want: now,
             start: seed,
             complete: false,
+            confirm_above: None,
+            gated: false,
         }
     }
 
@@ -187,6 +212,7 @@ impl Download {
             return out;
         }
         let known = |d: &Self, conn: &Conn| d.holders.contains(conn);
+        let had_manifest = self.manifest.is_some();
         match input {
             Input::Introduced(holder) => {
                 // A holder left with only its second connection gets a
@@ -237,6 +263,7 @@ impl Download {
             | Input::Reply(..)
             | Input::Lost(..) => {}
         }
+        self.gate(had_manifest, &mut out);
         out
     }
 
@@ -273,10 +300,10 @@ impl Download {
     }
 
     /// Removes a connection and puts its unfinished chunks back up for
-    /// grabs.
+    /// grabs (those not in flight elsewhere too).
     fn forget(&mut self, conn: Conn) {
         for index in self.holders.remove(&conn).unwrap_or_default() {
-            self.slots[index as usize] = Slot::Missing;
+            self.release(index);
         }
         if self.manifest_from == Some(conn) {
             self.manifest_from = None;

@@ -33,8 +33,13 @@ impl Download {
                     for &i in &c.in_flight {
                         self.slots[i as usize] = Slot::Requested;
                     }
+                    c.owes_next(now);
                 }
-                c.last_progress = now;
+                // Only the availability it owed counts as progress: a
+                // holder repeating `Has` does not keep a stall alive.
+                if first {
+                    c.progressed(now);
+                }
                 h.has = Some(has);
                 return self.schedule(now, out);
             }
@@ -76,8 +81,11 @@ impl Download {
         if self.manifest.is_some() || self.manifest_from != Some(conn) {
             return Err(DropReason::UnaskedManifest);
         }
+        if frame.bytes.is_empty() {
+            return Err(DropReason::EmptyFrame);
+        }
         let c = self.holders.conn_mut(&conn).expect("checked by caller");
-        c.last_progress = now;
+        c.delivered(frame.bytes.len() as u32, now);
         let asm = match &mut c.manifest_asm {
             Some(asm) => asm,
             slot => slot.insert(
@@ -88,6 +96,7 @@ impl Download {
             return Ok(());
         };
         c.manifest_asm = None;
+        c.progressed(now);
         let manifest = Manifest::verify(&self.content, &bytes).map_err(DropReason::BadManifest)?;
         // Its `Has` comes next, then the leading chunks it has.
         if let Some(h) = self.holders.map.get_mut(&conn.holder) {
@@ -111,7 +120,9 @@ impl Download {
     }
 
     /// Checks a chunk frame's header against what was asked over `conn`;
-    /// its payload is kept by the caller, and hashed once the chunk is whole.
+    /// its payload is kept by the caller, and hashed once the chunk is
+    /// whole. A copy of a chunk that another holder's copy beat (see
+    /// [`super::ENDGAME_LATE_MS`]) is followed but not kept.
     pub(super) fn on_chunk_frame(
         &mut self,
         conn: Conn,
@@ -122,8 +133,12 @@ impl Download {
         let Some(manifest) = &self.manifest else {
             return Err(DropReason::ChunkBeforeManifest);
         };
+        // Every chunk has bytes (empty content has no chunks), so a frame
+        // without any is never part of one: it only costs the receiver.
+        if head.len == 0 {
+            return Err(DropReason::EmptyFrame);
+        }
         let c = self.holders.conn_mut(&conn).expect("checked by caller");
-        c.last_progress = now;
         let index = head.index;
         if head.kind != FrameKind::Chunk || c.in_flight.first() != Some(&index) {
             return Err(DropReason::UnaskedChunk(index));
@@ -131,18 +146,44 @@ impl Download {
         if head.total as usize != manifest.chunk_len(index) {
             return Err(DropReason::WrongLength(index));
         }
-        let cursor = c.arriving.get_or_insert_with(|| Cursor::new(head.total));
+        let slot = &mut self.slots[index as usize];
+        let taken = matches!(slot, Slot::Verifying(_) | Slot::Done);
+        let cursor = match &mut c.arriving {
+            Some(cursor) => cursor,
+            fresh => {
+                // A new copy is kept unless another one is already whole.
+                c.keeping = !taken;
+                if !taken {
+                    *slot = Slot::Requested;
+                }
+                fresh.insert(Cursor::new(head.total))
+            }
+        };
         let whole = cursor.advance(&head).map_err(DropReason::BadFrame)?;
-        out.push(Action::Keep {
-            conn,
-            index,
-            offset: head.offset,
-        });
+        c.delivered(head.len, now);
+        if c.keeping && taken {
+            // Another copy is whole meanwhile: this one's bytes go.
+            c.keeping = false;
+            out.push(Action::Abandon { conn });
+        }
+        if c.keeping {
+            out.push(Action::Keep {
+                conn,
+                index,
+                offset: head.offset,
+            });
+        }
         if whole {
             c.arriving = None;
             c.in_flight.remove(0);
-            self.slots[index as usize] = Slot::Verifying(conn.holder);
-            out.push(Action::Verify { conn, index });
+            c.progressed(now);
+            c.owes_next(now);
+            if std::mem::take(&mut c.keeping) {
+                self.slots[index as usize] = Slot::Verifying(conn.holder);
+                out.push(Action::Verify { conn, index });
+            } else {
+                self.release(index);
+            }
             // Its connection has room for more while this one is hashed.
             self.schedule(now, out);
         }

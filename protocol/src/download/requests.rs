@@ -1,13 +1,14 @@
 //! What to ask over which connection: the manifest first, then what each
 //! holder has, then chunks into every connection's pipeline (see
 //! [`super::scheduler`] for which chunks); and when to open a second
-//! connection to a lone holder.
+//! connection to a lone holder; and the endgame, which asks for late
+//! chunks again elsewhere.
 
 use crate::transfer::Request;
 
 use super::{
-    scheduler, Action, Conn, Connection, Download, Slot, BLOCK_BYTES, PIPELINE, PREFETCH, REFILL,
-    SECOND_LANE_AFTER_BYTES, SECOND_LANE_BYTES,
+    scheduler, Action, Conn, Connection, Download, HolderId, Slot, BLOCK_BYTES, PIPELINE, PREFETCH,
+    REFILL, SECOND_LANE_AFTER_BYTES, SECOND_LANE_BYTES,
 };
 
 impl Download {
@@ -17,8 +18,14 @@ impl Download {
     pub(super) fn schedule(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(manifest) = &self.manifest else {
             if self.manifest_from.is_none() {
-                if let Some((conn, ..)) = self.holders.conns().find(|(_, _, c)| c.open) {
+                let first = self.holders.conns().find(|(_, _, c)| c.open);
+                if let Some(conn) = first.map(|(conn, ..)| conn) {
                     self.manifest_from = Some(conn);
+                    // It owes the manifest from now: an open connection
+                    // that owed nothing has no stall to answer for.
+                    if let Some(c) = self.holders.conn_mut(&conn) {
+                        c.progressed(now);
+                    }
                     out.push(Action::Send(
                         conn,
                         Request::Manifest {
@@ -64,7 +71,7 @@ impl Download {
                 }
                 let Some(has) = &h.has else {
                     if !std::mem::replace(&mut h.asked_has, true) {
-                        c.last_progress = now;
+                        c.progressed(now);
                         out.push(Action::Send(
                             conn,
                             Request::Has {
@@ -96,7 +103,74 @@ impl Download {
         for conn in retired {
             self.drop_conn(conn, None, out);
         }
+        self.endgame(now, out);
         self.second_lane(now, out);
+    }
+
+    /// Asks connections of other holders that have nothing else to do for
+    /// the chunks of late connections (see [`super::ENDGAME_LATE_MS`]):
+    /// one more copy of each, so one slow or stalling holder among good
+    /// ones cannot hold the download up. The first copy that verifies is
+    /// stored; the other is not kept as it arrives (there is no cancel on
+    /// the wire: the holder still sends it, and is asked for more after).
+    fn endgame(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.gated {
+            // Nothing more is asked before the user's yes.
+            return;
+        }
+        let owing = |i: u32| {
+            let conns = self.holders.conns();
+            conns.filter(|(_, _, c)| c.in_flight.contains(&i)).count()
+        };
+        let mut late: Vec<(u32, HolderId)> = Vec::new();
+        for (conn, _, c) in self.holders.conns() {
+            if c.open && c.is_late(now) {
+                let only_copy =
+                    |&&i: &&u32| self.slots[i as usize] == Slot::Requested && owing(i) == 1;
+                late.extend(
+                    c.in_flight
+                        .iter()
+                        .filter(only_copy)
+                        .map(|&i| (i, conn.holder)),
+                );
+            }
+        }
+        if late.is_empty() {
+            return;
+        }
+        let lone = self.lone_holder();
+        for (&holder, h) in self.holders.map.iter_mut() {
+            let Some(has) = &h.has else { continue };
+            for (&lane, c) in h.conns.iter_mut() {
+                if !c.open || !c.in_flight.is_empty() || (lane > 0 && !lone) {
+                    continue;
+                }
+                let take: Vec<u32> = late
+                    .iter()
+                    .filter(|&&(i, from)| from != holder && has.contains(i))
+                    .map(|&(i, _)| i)
+                    .take(PIPELINE)
+                    .collect();
+                if take.is_empty() {
+                    continue;
+                }
+                late.retain(|(i, _)| !take.contains(i));
+                request(c, Conn { holder, lane }, take, self.content, now, out);
+            }
+        }
+    }
+
+    /// Chunk `index` is no longer owed over some connection: unless
+    /// another still owes it (or it is whole), it is up for grabs again.
+    pub(super) fn release(&mut self, index: u32) {
+        let slot = self.slots[index as usize];
+        let owed = || {
+            let mut conns = self.holders.conns();
+            conns.any(|(_, _, c)| c.in_flight.contains(&index))
+        };
+        if slot == Slot::Requested && !owed() {
+            self.slots[index as usize] = Slot::Missing;
+        }
     }
 
     /// Opens a second connection to the only holder online, once, for big
@@ -145,10 +219,12 @@ fn request(
     now: u64,
     out: &mut Vec<Action>,
 ) {
-    if c.in_flight.is_empty() {
-        // Stall timing starts when the connection owes us something.
-        c.last_progress = now;
-    }
+    let idle = c.in_flight.is_empty();
     c.in_flight.extend_from_slice(&indices);
+    if idle {
+        // Stall and late timing start when the connection owes us something.
+        c.progressed(now);
+        c.owes_next(now);
+    }
     out.push(Action::Send(conn, Request::Chunks { content, indices }));
 }

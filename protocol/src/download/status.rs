@@ -26,6 +26,18 @@ pub enum Status {
         /// holder of them to appear.
         missing: Vec<(u64, u64)>,
     },
+    /// The manifest is verified and the content is bigger than the page
+    /// wants without asking: waiting for the user's yes
+    /// ([`Download::confirm`]). Name and type are made safe to show (see
+    /// [`crate::display`]).
+    Confirm {
+        /// Size in bytes, as the verified manifest says.
+        total: u64,
+        /// File name, if any.
+        name: Option<String>,
+        /// Media type.
+        media_type: String,
+    },
     /// Everything arrived and matched the address.
     Verified,
 }
@@ -61,6 +73,13 @@ impl Download {
     pub fn status(&self) -> Status {
         if self.complete {
             return Status::Verified;
+        }
+        if let Some(m) = self.manifest.as_ref().filter(|_| self.gated) {
+            return Status::Confirm {
+                total: m.size,
+                name: m.shown_name(),
+                media_type: m.shown_type(),
+            };
         }
         let open = self.holders.count(|h| h.is_open());
         if self.manifest.is_some() || open > 0 {

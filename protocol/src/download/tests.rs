@@ -250,6 +250,9 @@ impl<'a> Swarm<'a> {
                         let whole = self.arriving.remove(&conn).unwrap();
                         assert!(self.verifying.insert(index, whole).is_none());
                     }
+                    Action::Abandon { conn } => {
+                        self.arriving.remove(&conn);
+                    }
                     _ => {}
                 }
             }
@@ -614,6 +617,26 @@ fn stalled_and_unreachable_holders_are_dropped() {
     assert!(dropped_for(&out, peer(2), |r| *r == DropReason::ConnectTimeout));
     assert!(out.contains(&Action::Want(1)));
     assert_eq!(dl.status(), Status::Looking);
+}
+
+#[test]
+fn a_holder_asked_for_the_manifest_late_gets_its_own_stall_window() {
+    let fx = Fixture::new(1000, 1024);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    dl.handle(Input::Holders(2), 0);
+    join(&mut dl, peer(1), 0);
+    join(&mut dl, peer(2), 0);
+    // Peer 1 owes the manifest and stalls; peer 2, open all along and
+    // owing nothing, is asked instead.
+    let out = dl.handle(Input::Tick, STALL_TIMEOUT_MS + 1);
+    assert!(dropped_for(&out, peer(1), |r| *r == DropReason::Stalled));
+    assert!(out.iter().any(|a| matches!(a,
+        Action::Send(conn, Request::Manifest { .. }) if conn.holder == peer(2))));
+    // It has a whole stall window from now, not from when it opened.
+    let out = dl.handle(Input::Tick, STALL_TIMEOUT_MS + 2);
+    assert!(!dropped_for(&out, peer(2), |_| true), "{out:?}");
+    let out = dl.handle(Input::Tick, 2 * STALL_TIMEOUT_MS + 2);
+    assert!(dropped_for(&out, peer(2), |r| *r == DropReason::Stalled));
 }
 
 #[test]
@@ -1188,4 +1211,220 @@ fn a_holder_left_with_its_second_connection_gets_a_first_one_when_introduced_aga
     );
     // Introduced once more while both are there: nothing new.
     assert!(dl.handle(Input::Introduced(peer(1)), 5).is_empty());
+}
+
+// ----- hostile and slow holders -----
+
+/// Chunk `i` in frames of `piece` payload bytes each.
+fn pieces(fx: &Fixture, i: u32, piece: usize) -> Vec<Msg> {
+    let chunk = fx.chunk(i);
+    let frames = chunk.chunks(piece).enumerate().map(|(k, bytes)| {
+        let mut f = Frame::header(FrameKind::Chunk, i, k * piece, chunk.len()).to_vec();
+        f.extend_from_slice(bytes);
+        Msg::Frame(f)
+    });
+    frames.collect()
+}
+
+/// Joins `p` at `now` and hands it the manifest and `Has: all` from it;
+/// returns the actions that follow (its requests for chunks).
+fn manifest_from(dl: &mut Download, fx: &Fixture, p: HolderId, now: u64) -> Vec<Action> {
+    join(dl, p, now);
+    for frame in fx.manifest_frames() {
+        dl.handle(Input::Frame(Conn::first(p), &frame), now);
+    }
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::All,
+    };
+    dl.handle(Input::Reply(Conn::first(p), has), now)
+}
+
+/// The chunks asked of `conn` in `actions`.
+fn asked(actions: &[Action], conn: Conn) -> Vec<u32> {
+    let asked = actions.iter().filter_map(|a| match a {
+        Action::Send(to, Request::Chunks { indices, .. }) if *to == conn => Some(indices.clone()),
+        _ => None,
+    });
+    asked.flatten().collect()
+}
+
+#[test]
+fn progress_is_counted_in_payload_bytes_so_a_trickle_of_frames_stalls_all_the_same() {
+    let fx = Fixture::new(512 * 1024, 256 * 1024);
+    let p = peer(1);
+    let conn = Conn::first(p);
+    // A trickle: 100 bytes every 100 ms, 5 KB per stall window.
+    let mut dl = Download::new(fx.address(), 0, 0);
+    manifest_from(&mut dl, &fx, p, 0);
+    let mut swarm = Swarm::new(&fx);
+    let mut t = 0;
+    let mut dropped = false;
+    for msg in pieces(&fx, 0, 100) {
+        t += 100;
+        let mut out = swarm.deliver(&mut dl, conn, vec![msg], t);
+        // Repeating what it has does not count either.
+        let has = Reply::Has {
+            content: fx.address(),
+            chunks: Have::All,
+        };
+        out.extend(dl.handle(Input::Reply(conn, has), t));
+        out.extend(dl.handle(Input::Tick, t));
+        if dropped_for(&out, p, |r| *r == DropReason::Stalled) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "a 1 KB/s trickle was never dropped");
+    assert_eq!(t, STALL_TIMEOUT_MS + 100, "dropped at {t} ms");
+    assert!(dl.is_banned(&p));
+    let why = DropReason::Stalled.to_string();
+    assert!(why.contains("16 KiB in 5 s"), "{why}");
+
+    // A slow honest link, 1 Mbit/s (12.5 KB every 100 ms), is not.
+    let mut dl = Download::new(fx.address(), 0, 0);
+    manifest_from(&mut dl, &fx, p, 0);
+    let mut swarm = Swarm::new(&fx);
+    let mut t = 0;
+    for msg in pieces(&fx, 0, 12_500) {
+        t += 100;
+        let mut out = swarm.deliver(&mut dl, conn, vec![msg], t);
+        out.extend(dl.handle(Input::Tick, t));
+        assert!(!dl.is_banned(&p), "dropped at {t} ms: {out:?}");
+        swarm.pump(&mut dl, out, t);
+    }
+    assert_eq!(swarm.stored.keys().collect::<Vec<_>>(), vec![&0]);
+}
+
+#[test]
+fn a_frame_without_payload_bans_its_sender_before_anything_is_kept() {
+    let fx = Fixture::new(512 * 1024, 256 * 1024);
+    let p = peer(1);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    manifest_from(&mut dl, &fx, p, 0);
+    // The 13-byte frame of chunk 0 at offset 0: a header and nothing else.
+    let empty = Frame::header(FrameKind::Chunk, 0, 0, 256 * 1024);
+    let head = FrameHead::decode(&empty, HEADER).unwrap();
+    assert_eq!(head.len, 0);
+    let out = dl.handle(Input::ChunkFrame(Conn::first(p), head), 1);
+    assert!(dropped_for(&out, p, |r| *r == DropReason::EmptyFrame));
+    assert!(!out.iter().any(|a| matches!(a, Action::Keep { .. })));
+    assert!(dl.is_banned(&p));
+    assert!(DropReason::EmptyFrame.to_string().contains("no payload"));
+    // Nor may the manifest come in empty frames.
+    let mut dl = Download::new(fx.address(), 0, 0);
+    join(&mut dl, p, 0);
+    let empty = Frame::header(FrameKind::Manifest, 0, 0, 100);
+    let out = dl.handle(Input::Frame(Conn::first(p), &empty), 1);
+    assert!(dropped_for(&out, p, |r| *r == DropReason::EmptyFrame));
+}
+
+#[test]
+fn chunks_late_at_one_holder_are_asked_of_an_idle_one_and_the_first_verified_copy_wins() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let (slow, fast) = (peer(1), peer(2));
+    let (s, f) = (Conn::first(slow), Conn::first(fast));
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(fast, Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    dl.handle(Input::Holders(3), 0);
+    // The slow holder sent the manifest and owes chunk 0 (prefetched) and
+    // the pipeline behind it.
+    let first = manifest_from(&mut dl, &fx, slow, 0);
+    assert_eq!(asked(&first, s), vec![1, 2, 3]);
+    // The fast one takes what nobody owes, then has nothing left to do.
+    let actions = join(&mut dl, fast, 10);
+    swarm.pump(&mut dl, actions, 10);
+    let mut served = swarm.served_by(fast).to_vec();
+    served.sort_unstable();
+    assert_eq!(served, vec![4, 5, 6, 7]);
+    assert!(!swarm.complete);
+    // The slow one sends half of chunk 0, and nothing more.
+    let mut half = pieces(&fx, 0, 512);
+    let rest = half.split_off(1);
+    let out = swarm.deliver(&mut dl, s, half, 100);
+    assert!(
+        matches!(out[..], [Action::Keep { offset: 0, .. }]),
+        "{out:?}"
+    );
+
+    // It turns late when it has owed chunk 0 for the endgame's time: the
+    // machine names that moment, and then asks the idle holder.
+    assert_eq!(dl.next_deadline(), Some(ENDGAME_LATE_MS));
+    assert!(asked(&dl.handle(Input::Tick, ENDGAME_LATE_MS - 1), f).is_empty());
+    let late = dl.handle(Input::Tick, ENDGAME_LATE_MS);
+    assert_eq!(asked(&late, f), vec![0, 1, 2, 3]);
+    // Named once: the next deadline is the slow one's stall timeout (512
+    // bytes are no progress).
+    assert_eq!(dl.next_deadline(), Some(STALL_TIMEOUT_MS + 1));
+
+    // The fast copy of chunk 0 arrives first and is stored; the fast
+    // holder is not asked to send the rest yet.
+    let Some(Action::Send(_, request)) = late.into_iter().find(|a| matches!(a, Action::Send(..)))
+    else {
+        unreachable!()
+    };
+    let mut copy = swarm.holders.get_mut(&fast).unwrap().answer(&fx, &request);
+    let later = copy.split_off(1);
+    let out = swarm.deliver(&mut dl, f, copy, 3_100);
+    swarm.pump(&mut dl, out, 3_100);
+    assert!(swarm.stored.contains_key(&0));
+
+    // The slow copy's rest is dropped, not kept, hashed or stored twice,
+    // and the slow holder is not blamed: it is slow, not dishonest.
+    let out = swarm.deliver(&mut dl, s, rest, 3_200);
+    assert_eq!(out[0], Action::Abandon { conn: s });
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Keep { .. } | Action::Verify { .. })),
+        "{out:?}"
+    );
+    assert!(!swarm.arriving.contains_key(&s));
+    swarm.pump(&mut dl, out, 3_200);
+    assert!(!dl.is_banned(&slow));
+    // The slow one's copy of chunk 1 now arrives first: it wins, and the
+    // fast one's copy that follows is not kept at all.
+    let out = swarm.deliver(&mut dl, s, pieces(&fx, 1, 1024), 3_300);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Verify { conn, index: 1 } if *conn == s)));
+    swarm.pump(&mut dl, out, 3_300);
+    let out = swarm.deliver(&mut dl, f, later, 3_400);
+    assert!(
+        !out.iter().any(|a| matches!(
+            a,
+            Action::Keep { index: 1, .. } | Action::Verify { index: 1, .. }
+        )),
+        "{out:?}"
+    );
+    // Chunks 2 and 3 came from the fast copy: complete, each stored once
+    // (the swarm checks that), none from a holder that was dropped.
+    swarm.pump(&mut dl, out, 3_400);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(!dl.is_banned(&slow) && !dl.is_banned(&fast));
+}
+
+#[test]
+fn a_chunk_still_owed_elsewhere_is_not_asked_a_third_time_when_one_holder_goes() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let (slow, fast) = (peer(1), peer(2));
+    let mut swarm = Swarm::new(&fx);
+    swarm.add(fast, Holder::full(&fx));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    dl.handle(Input::Holders(3), 0);
+    manifest_from(&mut dl, &fx, slow, 0);
+    let actions = join(&mut dl, fast, 10);
+    swarm.pump(&mut dl, actions, 10);
+    // The fast holder is asked for the slow one's chunks, and leaves
+    // before sending them: they are still owed by the slow one.
+    let late = dl.handle(Input::Tick, ENDGAME_LATE_MS);
+    assert_eq!(asked(&late, Conn::first(fast)), vec![0, 1, 2, 3]);
+    let out = dl.handle(Input::Lost(Conn::first(fast)), 3_100);
+    assert!(asked(&out, Conn::first(slow)).is_empty(), "{out:?}");
+    // When the slow one goes too, they are up for grabs again.
+    swarm.add(peer(3), Holder::full(&fx));
+    dl.handle(Input::Lost(Conn::first(slow)), 3_200);
+    let actions = join(&mut dl, peer(3), 3_300);
+    swarm.pump(&mut dl, actions, 3_300);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
 }

@@ -21,8 +21,15 @@ impl Download {
             .holders
             .conns()
             .filter_map(|(conn, h, c)| self.timeout_of(&conn, h, c).map(|(at, _)| at));
+        // A connection turning late matters only if another holder could
+        // take its chunks over.
+        let several = self.holders.len() > 1;
+        let late = self
+            .holders
+            .conns()
+            .filter_map(|(_, _, c)| c.late_at.filter(|_| several && c.open));
         let want = self.more_holders().map(|_| self.last_want + WANT_RETRY_MS);
-        conns.chain(want).min()
+        conns.chain(late).chain(want).min()
     }
 
     /// When `c` times out if nothing happens before, and why.
@@ -62,6 +69,21 @@ impl Download {
                 // A stalled holder is not trusted again during this download.
                 self.ban(conn.holder, why, now, out);
             }
+        }
+        // Connections that just turned late: their chunks may be asked of
+        // idle holders (see `Download::endgame`). Each turns late once per
+        // chunk, so the deadline is not named again.
+        let mut late = false;
+        for (_, h) in self.holders.map.iter_mut() {
+            for (_, c) in h.conns.iter_mut() {
+                if c.late_at.is_some_and(|at| now >= at) {
+                    c.late_at = None;
+                    late = true;
+                }
+            }
+        }
+        if late {
+            self.schedule(now, out);
         }
         if now.saturating_sub(self.last_want) >= WANT_RETRY_MS {
             if let Some(n) = self.more_holders() {
