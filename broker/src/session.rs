@@ -183,6 +183,7 @@ async fn serve_as<R: Registry>(
                         format!("no answer to pings for {} s; reconnect", silent.as_secs()),
                     ));
                 }
+                queue.compact();
                 // A full queue means a slow peer, which the registry kills.
                 let _ = session.outbox.try_send(Outbound::Ping);
                 if let (Some(at), Some(every)) = (renew_at, renew_every) {

@@ -332,7 +332,8 @@ impl Peer {
     /// opened (a big download from a lone holder opens two), how many
     /// `RTCPeerConnection`s were made, offers to serve refused, and
     /// serving connections now: `{bytesFromPeers, bytesToPeers,
-    /// channelsOpened, connectionsMade, offersRefused, servingLinks}`.
+    /// channelsOpened, connectionsMade, offersRefused, idleClosed,
+    /// servingLinks}`.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let s = self.inner.borrow().stats();
         let obj = Object::new();
@@ -351,6 +352,7 @@ impl Peer {
         let counts = [
             ("connectionsMade", s.connections_made as f64),
             ("offersRefused", s.offers_refused as f64),
+            ("idleClosed", s.idle_closed as f64),
             ("servingLinks", inner.serving_links() as f64),
         ];
         for (name, n) in counts {

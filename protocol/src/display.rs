@@ -52,8 +52,41 @@ const FORMAT: [(u32, u32); 21] = [
 
 /// Whether `c` is a format character (category Cf).
 pub fn is_format(c: char) -> bool {
+    in_table(&FORMAT, c)
+}
+
+/// Unicode's Default_Ignorable_Code_Point characters (DerivedCoreProperties,
+/// Unicode 15.1; 4174 code points), as inclusive ranges, adjacent ones
+/// merged: what a renderer draws as nothing whatever its category. Beyond
+/// the format characters above: the combining grapheme joiner (U+034F),
+/// the Hangul fillers (U+115F–U+1160, U+3164, U+FFA0: a name of U+3164
+/// alone shows as blank), Khmer inherent vowels (U+17B4–U+17B5),
+/// variation selectors (U+180B–U+180F, U+FE00–U+FE0F, U+E0100–U+E01EF),
+/// and unassigned code points kept ignorable for future use.
+const DEFAULT_IGNORABLE: [(u32, u32); 17] = [
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+];
+
+/// Whether `c` lies in one of `table`'s sorted, disjoint ranges.
+fn in_table(table: &[(u32, u32)], c: char) -> bool {
     let c = c as u32;
-    FORMAT
+    table
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
                 std::cmp::Ordering::Less
@@ -66,10 +99,16 @@ pub fn is_format(c: char) -> bool {
         .is_ok()
 }
 
+/// Whether `c` is a Default_Ignorable_Code_Point.
+pub fn is_default_ignorable(c: char) -> bool {
+    in_table(&DEFAULT_IGNORABLE, c)
+}
+
 /// Whether `c` must not reach the screen as it is: control characters,
-/// format characters, and the line and paragraph separators.
+/// format characters, default-ignorable characters, and the line and
+/// paragraph separators.
 pub fn is_hidden(c: char) -> bool {
-    c.is_control() || is_format(c) || c == '\u{2028}' || c == '\u{2029}'
+    c.is_control() || is_format(c) || is_default_ignorable(c) || c == '\u{2028}' || c == '\u{2029}'
 }
 
 /// `text` as it may be shown: every hidden character (see [`is_hidden`])
@@ -145,9 +184,43 @@ fn safe_text_tail(text: &str, max: usize) -> Vec<char> {
 }
 
 /// A holder's own words (why it refused), shown as its claim: quoted,
-/// made safe and at most [`HOLDER_WORDS`] characters.
+/// made safe and at most [`HOLDER_WORDS`] characters. Quotation marks in
+/// them become `'`, so the words cannot close the quote and go on as if
+/// the page spoke.
 pub fn holder_says(message: &str) -> String {
-    format!("holder says: “{}”", safe_text(message, HOLDER_WORDS))
+    let words: String = safe_text(message, HOLDER_WORDS)
+        .chars()
+        .map(|c| if is_quote(c) { '\'' } else { c })
+        .collect();
+    format!("holder says: “{words}”")
+}
+
+/// Whether `c` is a quotation mark that could pass for the end of a
+/// quote: every character of Unicode's Quotation_Mark property (ASCII,
+/// typographic, guillemets, CJK brackets and their fullwidth forms) and
+/// the primes that look like them.
+fn is_quote(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\''
+            | '\u{00AB}'
+            | '\u{00BB}'
+            | '\u{2018}'..='\u{201F}'
+            | '\u{2032}'..='\u{2037}'
+            | '\u{2039}'
+            | '\u{203A}'
+            | '\u{2E42}'
+            | '\u{300C}'..='\u{300F}'
+            | '\u{301D}'..='\u{301F}'
+            | '\u{FE41}'..='\u{FE44}'
+            | '\u{FF02}'
+            | '\u{FF07}'
+            | '\u{FF62}'
+            | '\u{FF63}'
+            | '\u{275B}'..='\u{275E}'
+            | '\u{2760}'
+            | '\u{1F676}'..='\u{1F678}'
+    )
 }
 
 /// Most characters of a holder's words that are shown.
@@ -246,6 +319,67 @@ mod tests {
         // Unicode 15.1 has 170 characters of category Cf.
         assert_eq!(count, 170);
         assert!(is_format('\u{206F}') && !is_format('\u{2070}') && !is_format('a'));
+    }
+
+    #[test]
+    fn default_ignorable_characters_of_any_category_become_visible() {
+        for c in [
+            '\u{034F}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{3164}',
+            '\u{FFA0}',
+            '\u{17B4}',
+            '\u{17B5}',
+            '\u{180B}',
+            '\u{180F}',
+            '\u{FE00}',
+            '\u{FE0F}',
+            '\u{E0100}',
+            '\u{E01EF}',
+            '\u{2065}',
+            '\u{FFF0}',
+            '\u{E0FFF}',
+        ] {
+            assert_eq!(safe_text(&format!("a{c}b"), 10), "a\u{FFFD}b", "{c:?}");
+        }
+        // A name of Hangul fillers alone is not blank.
+        assert_eq!(safe_text("\u{3164}\u{3164}", 10), "\u{FFFD}\u{FFFD}");
+        // Neighbours that are visible stay.
+        for c in ['\u{034E}', '\u{1161}', '\u{3165}', '\u{FE10}', '\u{E1000}'] {
+            assert!(!is_hidden(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_ignorable_table_is_sorted_disjoint_and_covers_the_format_ones_that_are() {
+        for w in DEFAULT_IGNORABLE.windows(2) {
+            assert!(w[0].0 <= w[0].1 && w[0].1 + 1 < w[1].0, "{w:?}");
+        }
+        let count: u32 = DEFAULT_IGNORABLE.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        // DerivedCoreProperties 15.1: "Total code points: 4174".
+        assert_eq!(count, 4174);
+        // Format characters that are default-ignorable (bidi controls,
+        // zero-width ones) are in both tables.
+        for c in ['\u{200B}', '\u{202E}', '\u{2066}', '\u{FEFF}', '\u{E0041}'] {
+            assert!(is_format(c) && is_default_ignorable(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_holder_cannot_close_its_quote_and_speak_as_the_page() {
+        let said = holder_says("busy” — the page: your download is done. “");
+        assert_eq!(
+            said,
+            "holder says: “busy' — the page: your download is done. '”"
+        );
+        for q in [
+            '"', '“', '”', '„', '‟', '«', '»', '‘', '’', '‹', '›', '「', '」', '『', '』', '〝',
+            '〞', '＂', '″',
+        ] {
+            let said = holder_says(&format!("a{q}b"));
+            assert_eq!(said, "holder says: “a'b”", "{q:?}");
+        }
     }
 
     #[test]

@@ -262,41 +262,68 @@ pub enum SignalKind {
 /// broker and the recipient read different kinds (e.g. the broker a
 /// candidate, the peer an answer), around the answer-once rule.
 pub fn signal_kind(data: &str) -> Result<SignalKind, String> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{Deserializer, Error, IgnoredAny, MapAccess, Visitor};
 
+    // Relaying is the broker's hottest path: keys and the kind are read
+    // in place (escaped ones from serde_json's scratch buffer), never
+    // copied into Strings.
+    struct IsKind(bool);
+    impl<'de> Deserialize<'de> for IsKind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_identifier(Read(|key: &str| IsKind(key == "kind")))
+        }
+    }
+    struct Kind(SignalKind);
+    impl<'de> Deserialize<'de> for Kind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(Read(|kind: &str| {
+                Kind(match kind {
+                    "offer" => SignalKind::Offer,
+                    "answer" | "ready_answer" => SignalKind::Answer,
+                    _ => SignalKind::Other,
+                })
+            }))
+        }
+    }
+    /// Reads one string, whether borrowed from the input or not.
+    struct Read<F>(F);
+    impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for Read<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<T, E> {
+            Ok((self.0)(v))
+        }
+    }
     struct Tag;
     impl<'de> Visitor<'de> for Tag {
-        type Value = String;
+        type Value = SignalKind;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object with a string `kind`")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SignalKind, A::Error> {
             let mut kind = None;
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key != "kind" {
+            while let Some(IsKind(is_kind)) = map.next_key()? {
+                if !is_kind {
                     map.next_value::<IgnoredAny>()?;
                 } else if kind.is_some() {
-                    return Err(serde::de::Error::custom("`kind` appears more than once"));
+                    return Err(Error::custom("`kind` appears more than once"));
                 } else {
-                    kind = Some(map.next_value::<std::borrow::Cow<'de, str>>()?.into_owned());
+                    kind = Some(map.next_value::<Kind>()?.0);
                 }
             }
-            kind.ok_or_else(|| serde::de::Error::missing_field("kind"))
+            kind.ok_or_else(|| Error::missing_field("kind"))
         }
     }
-    let kind = serde_json::Deserializer::from_str(data)
+    serde_json::Deserializer::from_str(data)
         .deserialize_map(Tag)
         .map_err(|e| {
             format!(
                 "signal data must be a JSON object with exactly one string `kind` \
                  (e.g. {{\"kind\":\"candidate\",…}}): {e}"
             )
-        })?;
-    Ok(match kind.as_str() {
-        "offer" => SignalKind::Offer,
-        "answer" | "ready_answer" => SignalKind::Answer,
-        _ => SignalKind::Other,
-    })
+        })
 }
 
 /// The payload peers put in `signal.data` (and in a ready offer). Only
@@ -418,6 +445,7 @@ mod tests {
         for data in [
             r#"{"kind":"candidate","kind":"answer","sdp":"x"}"#,
             r#"{"kind":"answer","sdp":"x","kind":"candidate"}"#,
+            r#"{"kind":"candidate","\u006bind":"answer"}"#,
             r#"{"t":"1"}"#,
             r#"{"kind":7}"#,
             r#"["answer"]"#,

@@ -333,6 +333,16 @@ impl Inbox {
         out
     }
 
+    /// Frees the accounting of relayed signals and counts if nothing is
+    /// queued: the session calls it now and then, so that a peer idle
+    /// after its handshakes holds none.
+    pub fn compact(&self) {
+        let mut queue = self.shared.lock();
+        if queue.items.is_empty() {
+            queue.others = None;
+        }
+    }
+
     /// Whether the peer was killed.
     pub fn killed(&self) -> bool {
         self.shared.killed.load(Ordering::Acquire)
@@ -368,12 +378,22 @@ impl Queue {
         })
     }
 
-    /// Gives back what a drained burst grew; nothing is queued.
+    /// Gives back what a drained burst grew; nothing is queued. The
+    /// accounting of relayed signals stays (made and freed with every
+    /// message, it would cost the relay path an allocation each) until
+    /// [`Inbox::compact`].
     fn shrink(&mut self) {
         if self.items.capacity() > KEEP {
             self.items = VecDeque::new();
         }
-        self.others = None;
+        if let Some(others) = &mut self.others {
+            if others.senders.capacity() > KEEP {
+                others.senders = Vec::new();
+            }
+            if others.counts.capacity() > KEEP {
+                others.counts = HashMap::new();
+            }
+        }
     }
 }
 
@@ -561,8 +581,12 @@ mod unit {
         {
             let queue = mailbox.shared.lock();
             assert!(queue.items.capacity() <= KEEP);
-            assert!(queue.others.is_none());
+            let others = queue.others.as_ref().expect("kept until compacted");
+            assert!(others.senders.capacity() <= KEEP);
+            assert!(others.counts.capacity() <= KEEP);
         }
+        inbox.compact();
+        assert!(mailbox.shared.lock().others.is_none());
         drop(inbox);
         assert_eq!(mailbox.try_send(text("y")), Err(Gone));
         assert_eq!(

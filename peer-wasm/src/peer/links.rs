@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use js_sys::{ArrayBuffer, Uint8Array};
 use protocol::download::{Conn, HolderId, Input};
-use protocol::links::{LinkKey, LinkRef, LinkTable, Side};
+use protocol::links::{
+    idle_deadline, idle_expired, LinkKey, LinkRef, LinkTable, Refusal, ServingLink, Side,
+};
 use protocol::signaling::PeerSignal;
 use protocol::transfer::{FrameKind, Read, Reader, Reply, Request, HEADER};
 use protocol::{ContentId, PeerId};
@@ -47,6 +49,9 @@ pub struct Peering {
     pub ahead: Option<Request>,
     /// Whether its channel opened (a received channel can report it twice).
     pub opened: bool,
+    /// When the other side last asked for something or was sent something
+    /// (serving links close when idle, see `protocol::links::SERVE_IDLE_MS`).
+    pub last_active: f64,
 }
 
 impl Peering {
@@ -58,6 +63,7 @@ impl Peering {
             created: now(),
             ahead: None,
             opened: false,
+            last_active: now(),
         }
     }
 }
@@ -68,6 +74,18 @@ impl Peering {
     fn open_deadline(&self, key: &LinkKey) -> Option<f64> {
         (key.side == Side::Serve && !self.link.is_open())
             .then_some(self.created + SERVE_OPEN_TIMEOUT_MS)
+    }
+
+    /// As `protocol::links::ServeGate` sees it, if it is a serving link.
+    fn serving(&self, key: &LinkKey) -> Option<ServingLink> {
+        let Role::Serve(serving) = &self.role else {
+            return None;
+        };
+        let idle_since = (!serving.busy()).then_some(self.last_active as u64);
+        Some(ServingLink {
+            key: *key,
+            idle_since,
+        })
     }
 }
 
@@ -240,12 +258,20 @@ impl Inner {
             lane,
         };
         let refusal = if self.held.contains_key(&content) {
-            let (serving, replaces) = (self.serving_links(), self.links.contains(&key));
-            let admitted = self.gate.admit(&key, serving, replaces, now() as u64);
-            admitted.err().map(|why| {
-                self.stats.offers_refused += 1;
-                why.to_string()
-            })
+            let serving = self.serving_view();
+            match self.gate.admit(&key, &serving, now() as u64) {
+                Ok(evict) => {
+                    if let Some(idle) = evict {
+                        self.stats.idle_closed += 1;
+                        self.close_serving(idle, &Refusal::Evicted);
+                    }
+                    None
+                }
+                Err(why) => {
+                    self.stats.offers_refused += 1;
+                    Some(why.to_string())
+                }
+            }
         } else {
             Some(format!("this peer does not hold {content}"))
         };
@@ -357,6 +383,10 @@ impl Inner {
         let Some(p) = self.links.remove_current(&link) else {
             return;
         };
+        if link.key.side == Side::Serve {
+            // A slot is free: a ready offer refused as `Full` may go out.
+            self.schedule_ready_offer();
+        }
         if let Role::Fetch(content) = p.role {
             let conn = conn_of(&link.key);
             if let Some(fetch) = self.fetches.get_mut(&content) {
@@ -442,5 +472,41 @@ impl Inner {
             .iter()
             .filter_map(|(k, p)| p.open_deadline(k))
             .reduce(f64::min)
+    }
+
+    /// Every serving link, as `protocol::links::ServeGate` sees them.
+    pub(super) fn serving_view(&self) -> Vec<ServingLink> {
+        self.links
+            .iter()
+            .filter_map(|(k, p)| p.serving(k))
+            .collect()
+    }
+
+    /// Closes the serving link under `key`, telling the other side `why`.
+    pub(super) fn close_serving(&mut self, key: LinkKey, why: &Refusal) {
+        let Some(link) = self.links.current_ref(&key) else {
+            return;
+        };
+        let bye = PeerSignal::Bye {
+            side: Side::Serve,
+            reason: why.to_string(),
+            lane: key.lane,
+        };
+        self.signaling.signal(key.peer, &bye);
+        self.on_link_lost(link);
+    }
+
+    /// Closes serving links that asked for nothing for
+    /// `protocol::links::SERVE_IDLE_MS`.
+    pub(super) fn drop_idle(&mut self) {
+        for key in idle_expired(&self.serving_view(), now() as u64) {
+            self.stats.idle_closed += 1;
+            self.close_serving(key, &Refusal::Idle);
+        }
+    }
+
+    /// When the first serving link has been idle too long.
+    pub(super) fn idle_deadline(&self) -> Option<f64> {
+        idle_deadline(&self.serving_view()).map(|at| at as f64)
     }
 }

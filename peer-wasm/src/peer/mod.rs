@@ -65,6 +65,9 @@ pub struct Stats {
     /// Offers to serve refused without making a connection (see
     /// `protocol::links::ServeGate`).
     pub offers_refused: u64,
+    /// Serving connections closed for asking for nothing, or for a new
+    /// offer while all slots were taken.
+    pub idle_closed: u64,
 }
 
 /// Everything a peer knows and owns.
@@ -373,6 +376,7 @@ impl Inner {
         let fetches = self.fetches.values().filter_map(Fetch::deadline);
         fetches
             .chain(self.unopened_deadline())
+            .chain(self.idle_deadline())
             .chain(self.ready_retry_at())
             .reduce(f64::min)
     }
@@ -393,6 +397,7 @@ impl Inner {
         self.wake.fired();
         self.tick_fetches();
         self.drop_unopened();
+        self.drop_idle();
         self.schedule_ready_offer();
     }
 }

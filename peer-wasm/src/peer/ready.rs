@@ -90,14 +90,14 @@ impl Inner {
             && !self.held.is_empty()
             && self.signaling.id.is_some()
             && self.ready.may_make()
-            && self.gate.reopens_at(now() as u64).is_none()
+            && self.gate.ready_reopens_at(now() as u64).is_none()
     }
 
     /// When to try again to make a ready offer, after a failure or while
     /// the serving caps leave no room, if one would be needed then.
     pub(super) fn ready_retry_at(&self) -> Option<f64> {
         let wanted = !self.closed && !self.held.is_empty() && self.signaling.id.is_some();
-        let gate = self.gate.reopens_at(now() as u64).map(|at| at as f64);
+        let gate = self.gate.ready_reopens_at(now() as u64).map(|at| at as f64);
         let at = self
             .ready
             .retry_at()
@@ -217,12 +217,26 @@ impl Inner {
         }
     }
 
-    /// The broker handed our ready offer to `by`: the connection becomes a
-    /// serving link to it, and a fresh offer waits for the next wanter.
+    /// The broker handed our ready offer to `by`: charged to `by`'s
+    /// allowance (see `protocol::links::ServeGate::taken`), the connection
+    /// becomes a serving link to it, and a fresh offer waits for the next
+    /// wanter. Over its allowance, `by` is told why and the connection
+    /// dropped, and the next ready offer waits.
     pub(super) fn on_offer_taken(&mut self, by: PeerId) {
         let Some(ready) = self.ready.offer.take() else {
             return;
         };
+        if let Err(why) = self.gate.taken(by, now() as u64) {
+            self.stats.offers_refused += 1;
+            let bye = PeerSignal::Bye {
+                side: Side::Serve,
+                reason: why.to_string(),
+                lane: 0,
+            };
+            self.signaling.signal(by, &bye);
+            // Dropping `ready` closes its connection.
+            return;
+        }
         let key = LinkKey {
             peer: by,
             side: Side::Serve,

@@ -37,6 +37,16 @@ pub struct Serving {
 }
 
 impl Serving {
+    /// Whether something asked for is still to be sent: the link is in
+    /// use, not idle.
+    pub fn busy(&self) -> bool {
+        #[cfg(feature = "test-hooks")]
+        if self.tarpit.as_ref().is_some_and(|t| t.busy()) {
+            return true;
+        }
+        !self.held.is_empty()
+    }
+
     /// Lets go of content nothing queued needs any more.
     fn forget_done(&mut self) {
         let plan = &self.plan;
@@ -112,6 +122,9 @@ impl Inner {
 
     /// Queues what `request` asks for, or answers at once why not.
     pub(super) fn serve(&mut self, link: LinkRef, request: Request) {
+        if let Some(p) = self.links.current_mut(&link) {
+            p.last_active = super::clock::now();
+        }
         let content = match &request {
             Request::Manifest { content, .. }
             | Request::Has { content }
@@ -150,6 +163,7 @@ impl Inner {
         let mut tarpitted = Vec::new();
         let mut stop = Stop::Wait;
         while let Some(step) = serving.plan.next(p.link.buffered()) {
+            p.last_active = super::clock::now();
             match step {
                 Step::SendHas(content) => {
                     let Some(held) = serving.held.get(&content) else {

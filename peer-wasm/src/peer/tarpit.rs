@@ -54,6 +54,13 @@ pub struct Tarpit {
     _timer: Interval,
 }
 
+impl Tarpit {
+    /// Whether chunks are still to be sent.
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
 impl Inner {
     /// Queues chunk `index` (`bytes`) on `link`'s tarpit instead of
     /// sending it, starting the tarpit if need be.
@@ -93,6 +100,7 @@ impl Inner {
             return;
         };
         let (index, total) = (*index, bytes.length());
+        p.last_active = super::clock::now();
         match tarpit.mode {
             Mode::Empty => {
                 let header = Frame::header(FrameKind::Chunk, index, 0, total as usize);

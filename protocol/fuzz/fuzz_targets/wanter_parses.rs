@@ -105,11 +105,18 @@ impl Fixture {
     }
 }
 
-/// Small chunks (one frame each), and chunks bigger than a frame (sent as
-/// several frames or as a stream).
-fn fixtures() -> &'static [Fixture; 2] {
-    static F: OnceLock<[Fixture; 2]> = OnceLock::new();
-    F.get_or_init(|| [Fixture::new(5_200, 700), Fixture::new(250_000, 100_000)])
+/// Small chunks (one frame each), chunks bigger than a frame (sent as
+/// several frames or as a stream), and content of one chunk (all of it
+/// comes with the manifest).
+fn fixtures() -> &'static [Fixture; 3] {
+    static F: OnceLock<[Fixture; 3]> = OnceLock::new();
+    F.get_or_init(|| {
+        [
+            Fixture::new(5_200, 700),
+            Fixture::new(250_000, 100_000),
+            Fixture::new(600, 700),
+        ]
+    })
 }
 
 /// Reads the input's bytes.
@@ -162,6 +169,12 @@ struct Wanter {
     stored: HashMap<u32, Vec<u8>>,
     manifest_seen: bool,
     complete: bool,
+    /// Whether the download ever waited for the user's yes, and whether
+    /// it was given.
+    asked_yes: bool,
+    said_yes: bool,
+    /// Chunk copies begun before the yes.
+    kept_before_yes: u32,
 }
 
 fn holder(b: u8) -> HolderId {
@@ -191,6 +204,9 @@ impl Wanter {
             stored: HashMap::new(),
             manifest_seen: false,
             complete: false,
+            asked_yes: false,
+            said_yes: false,
+            kept_before_yes: 0,
         }
     }
 
@@ -204,7 +220,12 @@ impl Wanter {
         let waiting = self.dl.awaiting_confirmation();
         for action in actions {
             match action {
-                Action::Connect(_) => {}
+                Action::Connect(conn) => {
+                    assert!(
+                        !waiting || conn.lane == 0,
+                        "opened a second connection before the user's yes"
+                    );
+                }
                 Action::Send(to, req) => {
                     if let Request::Chunks { indices, .. } = &req {
                         assert!(!indices.is_empty(), "asked for no chunks");
@@ -242,6 +263,14 @@ impl Wanter {
                     offset,
                 } => {
                     let (from, head, payload) = frame.expect("kept a payload nobody handed in");
+                    if waiting && offset == 0 {
+                        self.kept_before_yes += 1;
+                        assert!(
+                            self.kept_before_yes <= PREFETCH,
+                            "began {} chunk copies before the user's yes",
+                            self.kept_before_yes
+                        );
+                    }
                     assert_eq!((conn, index, offset), (from, head.index, head.offset));
                     let kept = self.arriving.entry(conn).or_insert((index, Vec::new()));
                     if offset == 0 {
@@ -296,6 +325,10 @@ impl Wanter {
                 }
                 Action::Complete => {
                     assert!(!self.complete, "completed twice");
+                    assert!(
+                        !self.asked_yes || self.said_yes,
+                        "completed before the user's yes"
+                    );
                     let mut data = Vec::new();
                     for i in 0..self.fx.manifest.chunk_count() {
                         data.extend_from_slice(&self.stored[&i]);
@@ -312,7 +345,7 @@ impl Wanter {
     }
 
     /// What must hold between steps.
-    fn check(&self) {
+    fn check(&mut self) {
         let status = self.dl.status();
         assert_eq!(status == Status::Verified, self.complete, "{status:?}");
         let stored: u64 = self.stored.values().map(|b| b.len() as u64).sum();
@@ -324,6 +357,8 @@ impl Wanter {
             assert!(total == 0 || received <= total);
         }
         if self.dl.awaiting_confirmation() {
+            self.asked_yes = true;
+            assert!(!self.said_yes, "waits again after the yes");
             assert!(matches!(status, Status::Confirm { .. }), "{status:?}");
             let kept = self.arriving.values().map(|(i, _)| i);
             let all = kept.chain(self.verifying.keys()).chain(self.stored.keys());
@@ -532,6 +567,7 @@ impl Wanter {
                 self.text(c, &text);
             }
             14 => {
+                self.said_yes = true;
                 let actions = self.dl.confirm(self.now);
                 self.run(actions, None);
             }
@@ -577,9 +613,11 @@ fuzz_target!(|data: &[u8]| {
     check_safe(&String::from_utf8_lossy(data), 40);
     let mut b = Bytes(data);
     let setup = b.byte().unwrap_or(0);
-    let fx = &fixtures()[usize::from(setup % 2)];
-    // Waiting for a yes for anything bigger than one chunk, or never.
-    let confirm_above = (setup & 2 != 0).then_some(u64::from(fx.manifest.chunk_size));
+    let fx = &fixtures()[usize::from(setup % 3)];
+    // Waiting for a yes for anything bigger than one chunk (or than all
+    // of it, for content of one chunk), or never.
+    let limit = u64::from(fx.manifest.chunk_size).min(fx.manifest.size - 1);
+    let confirm_above = (setup & 4 != 0).then_some(limit);
     let mut w = Wanter::new(fx, confirm_above);
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);

@@ -6,13 +6,17 @@
 //!
 //! Meanwhile nothing is asked of any holder but what it was asked before
 //! the size was known: the manifest and the leading [`super::PREFETCH`]
-//! chunks that come along with it (and those again from another holder,
-//! if the first one failed). So at most `PREFETCH` chunks are received
-//! and kept before the user's yes: 256 KiB as this project shares files,
-//! and never more than 16 MiB, the largest chunk a manifest may name. The
-//! broker is not asked for more holders either: a download the user
-//! declines costs the holders nothing but one connection. Content under
-//! the threshold goes on at once, without a round trip more.
+//! chunks that come along with it from the holder that sent it. A chunk
+//! that holder fails to deliver (it leaves, stalls or sends bad data)
+//! waits for the yes like every other, and no second connection is
+//! opened. So before the user's yes, at most `PREFETCH` chunks are
+//! received and kept per download, whatever holders come and go: 256 KiB
+//! as this project shares files, and never more than `PREFETCH` × 16 MiB,
+//! the largest chunk a manifest may name. Content whose leading chunks
+//! are all of it completes on the yes, not before. The broker is not
+//! asked for more holders either: a download the user declines costs the
+//! holders nothing but one connection. Content under the threshold goes
+//! on at once, without a round trip more.
 
 use super::{Action, Download, Slot, MAX_SOURCES};
 
@@ -42,6 +46,11 @@ impl Download {
                 *slot = Slot::Missing;
             }
         }
+        if self.slots.iter().all(|s| *s == Slot::Done) {
+            // The leading chunks were all of it.
+            self.schedule(now, &mut out);
+            return out;
+        }
         // What the manifest's arrival would have asked the broker for.
         let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
         let holders = self.holders.len();
@@ -56,8 +65,9 @@ impl Download {
     }
 
     /// After each input: closes the gate on big content whose manifest
-    /// just arrived, and keeps it closed (chunks that a failed holder
-    /// left wait too, and the broker is not asked for holders).
+    /// just arrived, and keeps it closed (the broker is not asked for
+    /// holders; chunks a failed holder left wait too, see
+    /// `Download::unowned`).
     pub(super) fn gate(&mut self, had_manifest: bool, out: &mut Vec<Action>) {
         if !had_manifest && !self.complete {
             let size = self.manifest.as_ref().map_or(0, |m| m.size);
@@ -352,5 +362,95 @@ mod tests {
         let actions = dl.handle(Input::Opened(Conn::first(q)), 31);
         w.pump(&mut dl, actions, 32);
         assert!(w.complete);
+    }
+
+    #[test]
+    fn content_of_one_chunk_over_the_limit_waits_for_a_yes_too() {
+        let mut w = World::new(100_000, 256 * 1024);
+        let mut dl = start(&mut w, Some(1000));
+        // The leading chunk is all of it, and it came with the manifest:
+        // it is verified and kept, but the download is not complete.
+        assert!(w.stored.contains_key(&0));
+        assert!(!w.complete);
+        assert!(dl.awaiting_confirmation());
+        assert!(matches!(dl.status(), Status::Confirm { .. }));
+        assert_eq!(dl.next_deadline(), None);
+        // The yes completes it at once, asking nobody for anything.
+        let actions = dl.confirm(10);
+        assert_eq!(actions.last(), Some(&Action::Complete), "{actions:?}");
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::Want(_) | Action::Send(..))));
+        w.pump(&mut dl, actions, 10);
+        assert!(w.complete);
+        assert_eq!(dl.status(), Status::Verified);
+    }
+
+    #[test]
+    fn the_leading_chunk_of_a_holder_lost_during_the_wait_is_not_asked_of_another() {
+        let chunk = 16 * 1024;
+        let mut w = World::new(40 * chunk as usize, chunk);
+        let mut dl = Download::new(w.address(), 0, 3);
+        dl.set_confirm_above(Some(0));
+        dl.handle(Input::Holders(3), 0);
+        let (p, q) = (peer(1), peer(2));
+        dl.handle(Input::Introduced(p), 0);
+        let actions = dl.handle(Input::Opened(Conn::first(p)), 1);
+        let Some(Action::Send(_, request)) = actions.first() else {
+            panic!("{actions:?}")
+        };
+        // The manifest and what it has arrive; the leading chunk does not.
+        for msg in w.answer(request) {
+            let chunk = msg.as_ref().is_ok_and(|f| {
+                FrameHead::decode(&f[..HEADER], f.len()).unwrap().kind == FrameKind::Chunk
+            });
+            if !chunk {
+                w.deliver(&mut dl, Conn::first(p), msg, 2);
+            }
+        }
+        assert!(dl.awaiting_confirmation());
+        // Another holder says what it has, then the first one leaves.
+        dl.handle(Input::Introduced(q), 10);
+        let actions = dl.handle(Input::Opened(Conn::first(q)), 11);
+        w.pump(&mut dl, actions, 12);
+        let actions = dl.handle(Input::Lost(Conn::first(p)), 20);
+        w.pump(&mut dl, actions, 20);
+        // The leading chunk waits for the yes like every other.
+        assert!(w.asked.is_empty(), "asked for {:?}", w.asked);
+        assert!(dl.awaiting_confirmation());
+        // Nor is it asked again when the other fails the same way.
+        let actions = dl.handle(Input::Lost(Conn::first(q)), 30);
+        assert!(actions.is_empty(), "{actions:?}");
+        dl.handle(Input::Introduced(peer(3)), 40);
+        let actions = dl.handle(Input::Opened(Conn::first(peer(3))), 41);
+        w.pump(&mut dl, actions, 42);
+        assert!(w.asked.is_empty(), "asked for {:?}", w.asked);
+        let actions = dl.confirm(50);
+        w.pump(&mut dl, actions, 50);
+        assert!(w.complete);
+    }
+
+    #[test]
+    fn no_second_connection_is_opened_during_the_wait() {
+        let chunk = 4 << 20;
+        let mut w = World::new(17 << 20, chunk);
+        let mut dl = Download::new(w.address(), 0, 3);
+        dl.set_confirm_above(Some(0));
+        // A lone holder of big content, whose leading chunk alone is more
+        // than a second connection waits for.
+        dl.handle(Input::Holders(2), 0);
+        let p = peer(1);
+        dl.handle(Input::Introduced(p), 0);
+        let actions = dl.handle(Input::Opened(Conn::first(p)), 1);
+        w.pump(&mut dl, actions, 2);
+        assert!(w.stored.contains_key(&0));
+        assert!(dl.awaiting_confirmation());
+        let lane = Conn { holder: p, lane: 1 };
+        assert!(!w.seen.contains(&Action::Connect(lane)), "{:?}", w.seen);
+        for t in [3_000, 10_000] {
+            assert!(!dl.handle(Input::Tick, t).contains(&Action::Connect(lane)));
+        }
+        // After the yes, it is.
+        assert!(dl.confirm(20_000).contains(&Action::Connect(lane)));
     }
 }

@@ -165,6 +165,20 @@ pub enum DropReason {
     /// A chunk it sent does not match the manifest.
     #[error("chunk {0} failed verification")]
     FailedVerification(u32),
+    /// It said what it has a second time: what a holder gains comes one
+    /// chunk at a time (`Reply::Got`), and every `Has` costs the receiver
+    /// a pass over all chunks.
+    #[error(
+        "said what it has twice (what a holder gains is sent as `got`); its chunks are asked of other holders"
+    )]
+    RepeatedHas,
+    /// It has none of the chunks still missing or owed while another
+    /// holder waits for its place (one of [`super::MAX_SOURCES`]). Not
+    /// banned: it may be introduced again once it gained some.
+    #[error(
+        "has none of the chunks still needed; its place goes to another holder (it may come back once it has more)"
+    )]
+    NothingToOffer,
     /// It no longer holds the content (`Reply::Missing`): not its fault.
     #[error("the holder no longer has this content")]
     NoLongerHolds,

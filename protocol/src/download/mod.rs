@@ -53,7 +53,7 @@ pub use holders::{Conn, HolderId};
 pub use io::{Action, DropReason, Input};
 pub use status::Status;
 
-use holders::{Connection, Holders};
+use holders::{Connection, Holder, Holders};
 
 /// Most holders a download draws from at once.
 pub const MAX_SOURCES: usize = 4;
@@ -217,12 +217,17 @@ impl Download {
             Input::Introduced(holder) => {
                 // A holder left with only its second connection gets a
                 // first one again.
+                let listed = self.holders.map.contains_key(&holder);
                 if !self.holders.banned.contains(&holder)
                     && !self.holders.contains(&Conn::first(holder))
-                    && (self.holders.map.contains_key(&holder) || self.holders.len() < MAX_SOURCES)
                 {
-                    self.holders.connect(Conn::first(holder), now);
-                    out.push(Action::Connect(Conn::first(holder)));
+                    if !listed && self.holders.len() >= MAX_SOURCES {
+                        self.make_room(&mut out);
+                    }
+                    if listed || self.holders.len() < MAX_SOURCES {
+                        self.holders.connect(Conn::first(holder), now);
+                        out.push(Action::Connect(Conn::first(holder)));
+                    }
                 }
             }
             Input::Opened(conn) => {
@@ -271,6 +276,30 @@ impl Download {
     /// the manifest on): the case for a second connection.
     fn lone_holder(&self) -> bool {
         self.holders_online == Some(2)
+    }
+
+    /// Whether `h` said what it has and has none of the chunks still to
+    /// come (missing, waiting for the yes, or owed by a connection that
+    /// may be late) and owes nothing: it only takes up a place.
+    fn is_useless(&self, h: &Holder) -> bool {
+        let Some(has) = &h.has else { return false };
+        let idle = h.conns.values().all(|c| c.in_flight.is_empty());
+        idle && (0..has.len()).all(|i| !has.contains(i) || self.slots[i as usize] == Slot::Done)
+    }
+
+    /// Drops one holder with nothing useful, if any, so that a newly
+    /// introduced one can take its place: otherwise holders that claim to
+    /// have nothing would keep every place, since they owe nothing and so
+    /// never stall. Not banned: an honest holder that gains chunks later
+    /// may be introduced again.
+    fn make_room(&mut self, out: &mut Vec<Action>) {
+        let useless = self.holders.map.iter().find(|(_, h)| self.is_useless(h));
+        let Some(holder) = useless.map(|(&holder, _)| holder) else {
+            return;
+        };
+        for conn in self.holders.conns_of(holder) {
+            self.drop_conn(conn, Some(DropReason::NothingToOffer), out);
+        }
     }
 
     /// Bans `holder` for the rest of the download and drops it.

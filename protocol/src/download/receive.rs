@@ -16,6 +16,16 @@ impl Download {
                 let Some(m) = &self.manifest else {
                     return self.ban(holder, DropReason::HasBeforeManifest, now, out);
                 };
+                // Once per holder: each `Has` costs a pass over every
+                // chunk, so a flood of them must not pin this peer.
+                if self
+                    .holders
+                    .map
+                    .get(&holder)
+                    .is_some_and(|h| h.has.is_some())
+                {
+                    return self.ban(holder, DropReason::RepeatedHas, now, out);
+                }
                 let has = match Availability::from_have(&chunks, m.chunk_count()) {
                     Ok(has) => has,
                     Err(e) => return self.ban(holder, DropReason::BadAvailability(e), now, out),
@@ -24,22 +34,17 @@ impl Download {
                 let Some(h) = self.holders.map.get_mut(&holder) else {
                     return;
                 };
-                let first = h.has.is_none();
                 let c = h.conns.get_mut(&conn.lane).expect("checked by caller");
                 // The first `Has` of the holder that sent the manifest: the
                 // leading chunks it has follow, unasked.
-                if self.manifest_from == Some(conn) && first {
+                if self.manifest_from == Some(conn) {
                     c.in_flight = (0..leading).filter(|&i| has.contains(i)).collect();
                     for &i in &c.in_flight {
                         self.slots[i as usize] = Slot::Requested;
                     }
                     c.owes_next(now);
                 }
-                // Only the availability it owed counts as progress: a
-                // holder repeating `Has` does not keep a stall alive.
-                if first {
-                    c.progressed(now);
-                }
+                c.progressed(now);
                 h.has = Some(has);
                 return self.schedule(now, out);
             }
@@ -55,6 +60,10 @@ impl Download {
                     // Not asked: ignored.
                     return;
                 };
+                if has.contains(index) {
+                    // No news: nothing to decide again.
+                    return;
+                }
                 if !has.insert(index) {
                     return self.ban(holder, DropReason::GainedUnknownChunk(index), now, out);
                 }
@@ -211,7 +220,7 @@ impl Download {
             out.push(Action::Store { index });
             return self.schedule(now, out);
         }
-        self.slots[index as usize] = Slot::Missing;
+        self.slots[index as usize] = self.unowned();
         out.push(Action::Discard { index });
         self.judged_bad(from, index, now, out);
     }

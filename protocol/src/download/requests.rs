@@ -7,8 +7,8 @@
 use crate::transfer::Request;
 
 use super::{
-    scheduler, Action, Conn, Connection, Download, HolderId, Slot, BLOCK_BYTES, PIPELINE, PREFETCH,
-    REFILL, SECOND_LANE_AFTER_BYTES, SECOND_LANE_BYTES,
+    scheduler, Action, Conn, Connection, Download, HolderId, Slot, BLOCK_BYTES, MAX_SOURCES,
+    PIPELINE, PREFETCH, REFILL, SECOND_LANE_AFTER_BYTES, SECOND_LANE_BYTES,
 };
 
 impl Download {
@@ -38,7 +38,12 @@ impl Download {
             return;
         };
         if self.slots.iter().all(|s| *s == Slot::Done) {
-            return self.finish(out);
+            // Content the user was asked about completes on the yes
+            // (`Download::confirm`), even if its leading chunks were all.
+            if !self.gated {
+                self.finish(out);
+            }
+            return;
         }
         let count = manifest.chunk_count() as usize;
         // How many connected holders have each chunk, and whether one of
@@ -109,30 +114,37 @@ impl Download {
 
     /// Asks connections of other holders that have nothing else to do for
     /// the chunks of late connections (see [`super::ENDGAME_LATE_MS`]):
-    /// one more copy of each, so one slow or stalling holder among good
-    /// ones cannot hold the download up. The first copy that verifies is
-    /// stored; the other is not kept as it arrives (there is no cancel on
-    /// the wire: the holder still sends it, and is asked for more after).
+    /// one more copy of a chunk whenever every connection that owes it is
+    /// late, so slow or stalling holders among good ones cannot hold the
+    /// download up, even a helper that turns out slow in its turn. Never
+    /// more than one copy per holder, nor more than [`MAX_SOURCES`] in
+    /// all. The first copy that verifies is stored; the others are not
+    /// kept as they arrive (there is no cancel on the wire: their holders
+    /// still send them, and are asked for more after).
     fn endgame(&mut self, now: u64, out: &mut Vec<Action>) {
         if self.gated {
             // Nothing more is asked before the user's yes.
             return;
         }
-        let owing = |i: u32| {
-            let conns = self.holders.conns();
-            conns.filter(|(_, _, c)| c.in_flight.contains(&i)).count()
-        };
-        let mut late: Vec<(u32, HolderId)> = Vec::new();
-        for (conn, _, c) in self.holders.conns() {
-            if c.open && c.is_late(now) {
-                let only_copy =
-                    |&&i: &&u32| self.slots[i as usize] == Slot::Requested && owing(i) == 1;
-                late.extend(
-                    c.in_flight
-                        .iter()
-                        .filter(only_copy)
-                        .map(|&i| (i, conn.holder)),
-                );
+        // Chunks owed only by late connections, with who owes them.
+        let mut late: Vec<(u32, Vec<HolderId>)> = Vec::new();
+        for (_, _, c) in self.holders.conns() {
+            if !(c.open && c.is_late(now)) {
+                continue;
+            }
+            for &i in &c.in_flight {
+                if self.slots[i as usize] != Slot::Requested || late.iter().any(|(j, _)| *j == i) {
+                    continue;
+                }
+                let owing: Vec<(HolderId, bool)> = self
+                    .holders
+                    .conns()
+                    .filter(|(_, _, c)| c.in_flight.contains(&i))
+                    .map(|(conn, _, c)| (conn.holder, c.open && c.is_late(now)))
+                    .collect();
+                if owing.len() < MAX_SOURCES && owing.iter().all(|&(_, late)| late) {
+                    late.push((i, owing.into_iter().map(|(h, _)| h).collect()));
+                }
             }
         }
         if late.is_empty() {
@@ -147,13 +159,15 @@ impl Download {
                 }
                 let take: Vec<u32> = late
                     .iter()
-                    .filter(|&&(i, from)| from != holder && has.contains(i))
+                    .filter(|(i, from)| !from.contains(&holder) && has.contains(*i))
                     .map(|&(i, _)| i)
                     .take(PIPELINE)
                     .collect();
                 if take.is_empty() {
                     continue;
                 }
+                // One more copy each per pass: the helper's own lateness
+                // (its deadline starts now) decides on another.
                 late.retain(|(i, _)| !take.contains(i));
                 request(c, Conn { holder, lane }, take, self.content, now, out);
             }
@@ -169,7 +183,18 @@ impl Download {
             conns.any(|(_, _, c)| c.in_flight.contains(&index))
         };
         if slot == Slot::Requested && !owed() {
-            self.slots[index as usize] = Slot::Missing;
+            self.slots[index as usize] = self.unowned();
+        }
+    }
+
+    /// What a chunk nobody owes any more becomes: missing, or, before the
+    /// user's yes, gated (so a holder that fails during the wait does not
+    /// make another send that chunk again).
+    pub(super) fn unowned(&self) -> Slot {
+        if self.gated {
+            Slot::Gated
+        } else {
+            Slot::Missing
         }
     }
 
@@ -179,7 +204,8 @@ impl Download {
     fn second_lane(&mut self, now: u64, out: &mut Vec<Action>) {
         let Some(m) = &self.manifest else { return };
         let remaining = m.size - self.verified_bytes;
-        if m.size < SECOND_LANE_BYTES
+        if self.gated
+            || m.size < SECOND_LANE_BYTES
             || remaining < SECOND_LANE_BYTES / 2
             || self.verified_bytes < SECOND_LANE_AFTER_BYTES
             || !self.lone_holder()

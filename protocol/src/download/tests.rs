@@ -1263,12 +1263,6 @@ fn progress_is_counted_in_payload_bytes_so_a_trickle_of_frames_stalls_all_the_sa
     for msg in pieces(&fx, 0, 100) {
         t += 100;
         let mut out = swarm.deliver(&mut dl, conn, vec![msg], t);
-        // Repeating what it has does not count either.
-        let has = Reply::Has {
-            content: fx.address(),
-            chunks: Have::All,
-        };
-        out.extend(dl.handle(Input::Reply(conn, has), t));
         out.extend(dl.handle(Input::Tick, t));
         if dropped_for(&out, p, |r| *r == DropReason::Stalled) {
             dropped = true;
@@ -1427,4 +1421,164 @@ fn a_chunk_still_owed_elsewhere_is_not_asked_a_third_time_when_one_holder_goes()
     let actions = join(&mut dl, peer(3), 3_300);
     swarm.pump(&mut dl, actions, 3_300);
     assert_eq!(swarm.data(), Some(fx.data.clone()));
+}
+
+/// `p` says it has everything; returns the actions that follow.
+fn has_all(dl: &mut Download, fx: &Fixture, p: HolderId, now: u64) -> Vec<Action> {
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: Have::All,
+    };
+    dl.handle(Input::Reply(Conn::first(p), has), now)
+}
+
+#[test]
+fn a_late_chunk_is_asked_again_when_its_helper_is_late_too() {
+    let fx = Fixture::new(1 << 20, 256 * 1024);
+    let (slow, helper, third) = (peer(1), peer(2), peer(3));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    dl.handle(Input::Holders(4), 0);
+    // The first holder owes every chunk; a second one has nothing to do.
+    assert_eq!(
+        asked(&manifest_from(&mut dl, &fx, slow, 0), Conn::first(slow)),
+        vec![1, 2, 3]
+    );
+    join(&mut dl, helper, 10);
+    assert!(asked(&has_all(&mut dl, &fx, helper, 10), Conn::first(helper)).is_empty());
+    // Both trickle just over the minimum rate.
+    let mut swarm = Swarm::new(&fx);
+    let mut slow_pieces = pieces(&fx, 0, MIN_PROGRESS_BYTES as usize).into_iter();
+    let mut trickle = |dl: &mut Download, swarm: &mut Swarm<'_>, conn: Conn, t: u64| {
+        let piece = slow_pieces.next().unwrap();
+        let out = swarm.deliver(dl, conn, vec![piece], t);
+        assert!(!dropped_for(&out, conn.holder, |_| true), "{out:?}");
+    };
+    trickle(&mut dl, &mut swarm, Conn::first(slow), 2_000);
+    let late = dl.handle(Input::Tick, ENDGAME_LATE_MS);
+    assert_eq!(asked(&late, Conn::first(helper)), vec![0, 1, 2, 3]);
+    // A third holder arrives with nothing to do.
+    join(&mut dl, third, 3_010);
+    assert!(asked(&has_all(&mut dl, &fx, third, 3_010), Conn::first(third)).is_empty());
+    trickle(&mut dl, &mut swarm, Conn::first(slow), 4_000);
+    let mut helper_pieces = pieces(&fx, 0, MIN_PROGRESS_BYTES as usize).into_iter();
+    let out = swarm.deliver(
+        &mut dl,
+        Conn::first(helper),
+        vec![helper_pieces.next().unwrap()],
+        5_000,
+    );
+    assert!(!dropped_for(&out, helper, |_| true), "{out:?}");
+    // The helper turns late in its turn: the machine names that moment,
+    // and then the idle third holder is asked for the chunks both owe.
+    let helper_late = ENDGAME_LATE_MS + ENDGAME_LATE_MS;
+    assert_eq!(dl.next_deadline(), Some(helper_late));
+    let out = dl.handle(Input::Tick, helper_late);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Disconnect { .. })),
+        "{out:?}"
+    );
+    assert_eq!(asked(&out, Conn::first(third)), vec![0, 1, 2, 3]);
+    swarm.add(third, Holder::full(&fx));
+    swarm.pump(&mut dl, out, helper_late);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+}
+
+#[test]
+fn a_holder_with_nothing_useful_gives_its_place_to_a_new_one() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let first = peer(1);
+    let mut dl = Download::new(fx.address(), 0, 0);
+    manifest_from(&mut dl, &fx, first, 0);
+    // Chunks 4 to 7 are missing: the first holder owes 0 to 3.
+    let say = |dl: &mut Download, p: HolderId, chunks: &[u32], now: u64| {
+        join(dl, p, now);
+        let mut has = Availability::none(8);
+        for &i in chunks {
+            has.insert(i);
+        }
+        let has = Reply::Has {
+            content: fx.address(),
+            chunks: has.to_have(),
+        };
+        dl.handle(Input::Reply(Conn::first(p), has), now)
+    };
+    // One has a chunk the first holder owes (it could take it over);
+    // two claim nothing at all.
+    say(&mut dl, peer(2), &[1], 10);
+    say(&mut dl, peer(3), &[], 10);
+    say(&mut dl, peer(4), &[], 10);
+    // More are online: the useless ones do not count against asking.
+    dl.handle(Input::Holders(7), 20);
+    let out = dl.handle(Input::Tick, WANT_RETRY_MS);
+    assert!(out.contains(&Action::Want(2)), "{out:?}");
+    // A holder introduced now takes a useless one's place, which is told why.
+    let out = dl.handle(Input::Introduced(peer(5)), 2_010);
+    assert!(
+        dropped_for(&out, peer(3), |r| *r == DropReason::NothingToOffer),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Action::Connect(Conn::first(peer(5)))),
+        "{out:?}"
+    );
+    let out = dl.handle(Input::Introduced(peer(6)), 2_020);
+    assert!(
+        dropped_for(&out, peer(4), |r| *r == DropReason::NothingToOffer),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Action::Connect(Conn::first(peer(6)))),
+        "{out:?}"
+    );
+    // Not banned: it may gain chunks and come back.
+    assert!(!dl.is_banned(&peer(3)));
+    // The partial holder and those yet to say what they have stay.
+    assert!(dl.handle(Input::Introduced(peer(7)), 2_030).is_empty());
+    let why = DropReason::NothingToOffer.to_string();
+    assert!(why.contains("none of the chunks"), "{why}");
+}
+
+#[test]
+fn a_repeated_has_bans_and_a_repeated_got_changes_nothing() {
+    let fx = Fixture::new(8 * 1024, 1024);
+    let (slow, idle) = (peer(1), peer(2));
+    let mut dl = Download::new(fx.address(), 0, 0);
+    dl.handle(Input::Holders(3), 0);
+    manifest_from(&mut dl, &fx, slow, 0);
+    // A partial holder of chunks 1 and 2, which the first holder owes.
+    join(&mut dl, idle, 10);
+    let mut has = Availability::none(8);
+    has.insert(1);
+    let has = Reply::Has {
+        content: fx.address(),
+        chunks: has.to_have(),
+    };
+    assert!(asked(
+        &dl.handle(Input::Reply(Conn::first(idle), has), 10),
+        Conn::first(idle)
+    )
+    .is_empty());
+    let got = |index| {
+        Input::Reply(
+            Conn::first(idle),
+            Reply::Got {
+                content: fx.address(),
+                index,
+            },
+        )
+    };
+    assert!(asked(&dl.handle(got(2), 20), Conn::first(idle)).is_empty());
+    // The first holder is late by now, yet a `Got` of a chunk the holder
+    // was known to have is no news: nothing is decided on it.
+    let out = dl.handle(got(2), ENDGAME_LATE_MS + 1);
+    assert!(out.is_empty(), "{out:?}");
+    // A second `Has` from the same holder breaks the protocol.
+    let out = has_all(&mut dl, &fx, slow, ENDGAME_LATE_MS + 2);
+    assert!(
+        dropped_for(&out, slow, |r| *r == DropReason::RepeatedHas),
+        "{out:?}"
+    );
+    assert!(dl.is_banned(&slow));
+    let why = DropReason::RepeatedHas.to_string();
+    assert!(why.contains("twice"), "{why}");
 }

@@ -106,9 +106,16 @@ impl Download {
             return (others > 0).then_some(1);
         }
         let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
-        let holders = self.holders.len();
-        let known = (holders + self.holders.banned.len()) as u32;
-        let room = (MAX_SOURCES - holders) as u32;
+        // A holder with nothing useful gives its place to a new one (see
+        // `Download::make_room`).
+        let useful = self
+            .holders
+            .map
+            .values()
+            .filter(|h| !self.is_useless(h))
+            .count();
+        let known = (self.holders.len() + self.holders.banned.len()) as u32;
+        let room = (MAX_SOURCES - useful) as u32;
         let n = others.saturating_sub(known).min(room);
         (many && n > 0).then_some(n as u8)
     }
