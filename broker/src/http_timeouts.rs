@@ -169,6 +169,11 @@ impl<T> TimedIo<T> {
             self.waiting = Waiting::Upgraded;
             self.write_stalled = None;
             self.read_timer = None;
+            // The HTTP connection's task registered itself here while the
+            // response was under way. A waker keeps its task's memory (the
+            // whole connection future) allocated: kept for the WebSocket's
+            // life, it cost every idle peer about 1 KiB.
+            drop(self.activity.reader.take());
             return;
         }
         if started != self.seen_started {
