@@ -197,6 +197,30 @@ impl Visitor {
         }
     }
 
+    /// Calls `window.peer.<method>(args…)` once the page has made its peer
+    /// (the app makes it after the wasm loads, which may be after the load
+    /// event `goto` waits for).
+    pub async fn call_peer(&self, method: &str, args: Vec<Value>) {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             const args = Array.from(arguments).slice(0, -1);
+             const until = Date.now() + 30000;
+             (function go() {{
+               if (window.peer) {{ window.peer.{method}(...args); done(true); }}
+               else if (Date.now() > until) done('no window.peer after 30 s');
+               else setTimeout(go, 20);
+             }})();"
+        );
+        match self.client.execute_async(&script, args).await {
+            Ok(Value::Bool(true)) => {}
+            other => panic!(
+                "{}: peer.{method} failed: {other:?}\npage: {}",
+                self.name,
+                self.describe().await
+            ),
+        }
+    }
+
     /// Types `text` into the field at `selector` and checks the field then
     /// holds exactly `text`. All but the last character are inserted at once
     /// (with an `input` event; typing 40 KB key by key takes minutes); the

@@ -253,7 +253,8 @@ async fn a_holder_that_corrupts_a_chunk_is_dropped_and_the_file_still_arrives_in
     let path = file.share(&a, Via::Picker).await;
     let m = Visitor::new(&driver, "M").await.unwrap();
     m.goto(&broker.url("/")).await;
-    m.js("window.peer.corruptServedChunks(true)", vec![]).await;
+    m.call_peer("corruptServedChunks", vec![serde_json::json!(true)])
+        .await;
     assert_eq!(file.share(&m, Via::Picker).await, path);
 
     run.step("C downloads: M (never introduced yet, so first) lies and is dropped");

@@ -191,11 +191,8 @@ async fn tarpit_beside_an_honest_holder(
     let path = file.share(&a, Via::Picker).await;
     let t = Visitor::new(&driver, "T").await.unwrap();
     t.goto(&broker.url("/")).await;
-    t.js(
-        "window.peer.tarpitServedChunks(arguments[0])",
-        vec![serde_json::json!(mode)],
-    )
-    .await;
+    t.call_peer("tarpitServedChunks", vec![serde_json::json!(mode)])
+        .await;
     assert_eq!(file.share(&t, Via::Picker).await, path);
     run.step("C opens the link");
     let c = Visitor::new(&driver, "C").await.unwrap();
