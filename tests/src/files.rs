@@ -234,16 +234,20 @@ pub async fn share_collection(v: &Visitor, entries: Value) -> String {
     format!("/{}", address.as_str().expect("share returns the address"))
 }
 
-/// SHA-256 (hex) of the content the page holds at its own address, read
-/// back in the page from `peer.fetchBlob` (no `fetch` of a `blob:` URL,
-/// which the app's content security policy may refuse).
-pub async fn held_sha256(v: &Visitor) -> String {
-    let script = "const done = arguments[arguments.length - 1];
-        window.peer.fetchBlob(location.pathname.slice(1))
-          .then((blob) => blob.arrayBuffer()).then((b) => crypto.subtle.digest('SHA-256', b))
+/// SHA-256 (hex) of the content `address` as `v`'s peer holds it, read
+/// back in the page from `peer.fetchBlob` (which resolves at once with
+/// held content; no `fetch` of a `blob:` URL needed).
+pub async fn held_sha256(v: &Visitor, address: &str) -> String {
+    let script = "const [address, done] = arguments;
+        window.peer.fetchBlob(address).then((b) => b.arrayBuffer())
+          .then((b) => crypto.subtle.digest('SHA-256', b))
           .then((d) => done([...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, '0')).join('')),
                 (e) => done('error: ' + e));";
-    match v.client().execute_async(script, vec![]).await {
+    match v
+        .client()
+        .execute_async(script, vec![serde_json::json!(address)])
+        .await
+    {
         Ok(Value::String(hex)) => hex,
         other => panic!("{}: cannot hash what it holds: {other:?}", v.name()),
     }

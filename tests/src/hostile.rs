@@ -144,17 +144,3 @@ pub async fn flood_offers(attacker: &Visitor, address: &str, plan: &[Vec<u8>]) -
             .collect(),
     }
 }
-
-/// SHA-256 (hex) of the content `address` as `v`'s peer holds it
-/// (`peer.fetchBlob`, which resolves at once with held content).
-pub async fn held_sha256(v: &Visitor, address: &str) -> String {
-    let script = "const [address, done] = arguments;
-        window.peer.fetchBlob(address).then((b) => b.arrayBuffer())
-          .then((b) => crypto.subtle.digest('SHA-256', b))
-          .then((d) => done([...new Uint8Array(d)].map((x) => x.toString(16).padStart(2, '0')).join('')),
-                (e) => done('error: ' + e));";
-    match v.client().execute_async(script, vec![json!(address)]).await {
-        Ok(Value::String(hex)) => hex,
-        other => panic!("{}: cannot hash what it holds: {other:?}", v.name()),
-    }
-}

@@ -39,6 +39,7 @@ pub mod hostile;
 pub mod http;
 pub mod netns;
 pub mod nginx;
+pub mod run;
 pub mod text;
 pub mod turn;
 pub mod visitor;

@@ -9,25 +9,10 @@
 use std::time::{Duration, Instant};
 
 use tests::files::{self, wait_held, wait_progress, TestFile, Via, FILE_TIMEOUT};
+use tests::run::start;
 use tests::{Broker, ChromeDriver, Visitor};
 
 const MIB: usize = 1 << 20;
-
-struct Run {
-    started: Instant,
-}
-
-impl Run {
-    fn step(&self, what: &str) {
-        println!("[{:>6.1} s] {what}", self.started.elapsed().as_secs_f64());
-    }
-}
-
-fn start(test: &str) -> Option<Run> {
-    tests::netns::enter_or_reexec(test).then(|| Run {
-        started: Instant::now(),
-    })
-}
 
 /// Waits until the page has its file and checks what its download link
 /// saves against `expected` (SHA-256 hex).

@@ -6,10 +6,9 @@
 //! Needs `target/debug/broker`, `www/pkg` (`just build-wasm`) and, for
 //! the tarpits, `target/test-www` (`just build-wasm-test-hooks`).
 
-use std::time::Instant;
-
-use tests::files::{wait_held, TestFile, Via};
-use tests::hostile::{flood_offers, held_sha256, link_stats};
+use tests::files::{held_sha256, wait_held, TestFile, Via};
+use tests::hostile::{flood_offers, link_stats};
+use tests::run::{start, Run};
 use tests::{Broker, ChromeDriver, Visitor};
 
 const MIB: usize = 1 << 20;
@@ -23,22 +22,6 @@ const REPEATERS: usize = 16;
 /// Most JavaScript heap a fetcher of a 24 MiB file may use while a
 /// tarpit floods it with frames: about five times the file.
 const MAX_HEAP: u64 = 128 * MIB as u64;
-
-struct Run {
-    started: Instant,
-}
-
-impl Run {
-    fn step(&self, what: &str) {
-        println!("[{:>6.1} s] {what}", self.started.elapsed().as_secs_f64());
-    }
-}
-
-fn start(test: &str) -> Option<Run> {
-    tests::netns::enter_or_reexec(test).then(|| Run {
-        started: Instant::now(),
-    })
-}
 
 /// Waits until `v` holds `address` and checks its bytes against
 /// `expected` (SHA-256 hex).

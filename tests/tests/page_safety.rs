@@ -8,10 +8,11 @@
 //!
 //! Needs `target/debug/broker` and `www/pkg` (`just build-wasm`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tests::files::{self, wait_held, TestFile, Via};
+use tests::run::{start, Run};
 use tests::{Broker, ChromeDriver, Visitor};
 
 const MIB: usize = 1 << 20;
@@ -20,22 +21,6 @@ const MIB: usize = 1 << 20;
 const BEFORE_YES: u64 = 256 * 1024 + 16 * 1024;
 /// The threshold the downloaders' pages are opened with.
 const CONFIRM_ABOVE: usize = 4 * MIB;
-
-struct Run {
-    started: Instant,
-}
-
-impl Run {
-    fn step(&self, what: &str) {
-        println!("[{:>6.1} s] {what}", self.started.elapsed().as_secs_f64());
-    }
-}
-
-fn start(test: &str) -> Option<Run> {
-    tests::netns::enter_or_reexec(test).then(|| Run {
-        started: Instant::now(),
-    })
-}
 
 /// Payload bytes `v` received from other browsers so far.
 async fn received(v: &Visitor) -> u64 {
@@ -98,7 +83,7 @@ async fn a_big_file_waits_for_a_yes_then_arrives_and_a_no_cancels_it() {
     b.click("#confirm-yes").await;
     wait_held(&b).await;
     assert_eq!(
-        files::held_sha256(&b).await,
+        files::held_sha256(&b, path.trim_start_matches('/')).await,
         expected,
         "B holds other bytes"
     );
