@@ -4,7 +4,9 @@
 // messages from peers come made safe from the peer; what the page reads
 // from content itself (a collection's entries) goes through safeText, the
 // same rule (bidirectional and other invisible characters made visible).
-import init, { Peer, safeText } from "/pkg/peer_wasm.js";
+// Relative: the broker serves this file in its release's folder
+// (/r/<release>/app.js), and the wasm package must come from the same one.
+import init, { Peer, safeText } from "./pkg/peer_wasm.js";
 
 const ADDRESS = /^\/([0-9a-f]{64})$/;
 const HEX = /^[0-9a-f]{64}$/;

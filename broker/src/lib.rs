@@ -10,6 +10,7 @@
 //! `main.rs` only parses flags and calls it.
 
 pub mod admission;
+pub mod app_release;
 pub mod client_addr;
 pub mod config;
 pub mod handlers;
@@ -88,7 +89,15 @@ pub async fn run_with<R: Registry>(
              --public-origin https://<your domain>"
         );
     }
-    let headers = security_headers::SecurityHeaders::load(&config.www);
+    let release = app_release::AppRelease::load(&config.www).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serve the app; serving no page");
+        app_release::AppRelease::from_files(Vec::new())
+    });
+    if !release.has_page() {
+        tracing::warn!(www = %config.www.display(), "no index.html: the app's page will not be served");
+    }
+    tracing::info!(release = release.id(), "app release");
+    let headers = security_headers::SecurityHeaders::for_page(release.page_html());
     let timeouts =
         http_timeouts::Timeouts::new(config.http_header_timeout, config.http_idle_timeout)
             .counted_in(metrics.clone());
@@ -117,6 +126,7 @@ pub async fn run_with<R: Registry>(
     let service = hyper_util::service::TowerToHyperService::new(warp::service(routes::routes(
         state.clone(),
         &headers,
+        Arc::new(release),
     )));
     http_server::serve(listener, service, timeouts, cap, signal).await;
     // Upgraded WebSockets outlive the HTTP server; give their sessions a

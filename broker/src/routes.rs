@@ -9,6 +9,7 @@ use warp::Filter;
 
 use ipnet::IpNet;
 
+use crate::app_release::{AppRelease, RELEASE_PREFIX, REVALIDATE};
 use crate::client_addr::{client_addr, client_scheme};
 use crate::handlers;
 use crate::http_service::TcpPeer;
@@ -20,10 +21,13 @@ use crate::State;
 
 /// Every route the broker serves. The app's responses (the page, share
 /// links, static files) carry `headers.app()`; every response, errors
-/// included, carries `headers.every()`.
+/// included, carries `headers.every()`. The page and the app's files are
+/// `release`'s; other files in `--www` are served from disk under their
+/// own names.
 pub fn routes<R: Registry>(
     state: Arc<State<R>>,
     headers: &SecurityHeaders,
+    release: Arc<AppRelease>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
     let www = state.config.www.clone();
     let trusted = state.config.trusted_proxies.clone();
@@ -45,17 +49,45 @@ pub fn routes<R: Registry>(
         .and(warp::path::end())
         .and(warp::get())
         .map(|| "ok\n");
-    // A share link `/<address>` serves the app page, which reads the address
-    // from its own URL.
-    let page = warp::path::param::<String>()
-        .and(warp::path::end())
-        .and(warp::get())
-        .and_then(handlers::is_address)
-        .untuple_one()
-        .and(warp::fs::file(www.join("index.html")));
     // HEAD too: proxies and uptime checks probe with it.
-    let files = warp::get().or(warp::head()).unify().and(warp::fs::dir(www));
+    let get = || warp::get().or(warp::head()).unify();
+    // The page at `/`, `/index.html` and share links `/<address>` (it reads
+    // the address from its own URL).
+    let share_link = warp::path::param::<String>()
+        .and(warp::path::end())
+        .and_then(handlers::is_address)
+        .untuple_one();
+    let has_page = {
+        let release = release.clone();
+        warp::any()
+            .and_then(move || {
+                let ok = release.has_page();
+                async move { ok.then_some(()).ok_or_else(warp::reject::not_found) }
+            })
+            .untuple_one()
+    };
+    let page = warp::path::end()
+        .or(warp::path("index.html").and(warp::path::end()))
+        .unify()
+        .or(share_link)
+        .unify()
+        .and(get())
+        .and(has_page)
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map({
+            let release = release.clone();
+            move |etags: Option<String>| release.page(etags.as_deref())
+        });
+    let released = warp::path(RELEASE_PREFIX)
+        .and(warp::path::param::<String>())
+        .and(warp::path::tail())
+        .and(get())
+        .map(move |id: String, tail: warp::path::Tail| release.released(&id, tail.as_str()));
+    let files = get()
+        .and(warp::fs::dir(www))
+        .with(warp::reply::with::header("cache-control", REVALIDATE));
     let app = page
+        .or(released)
         .or(files)
         .with(warp::reply::with::headers(headers.app()));
     ws.or(metrics)

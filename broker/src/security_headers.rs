@@ -2,8 +2,8 @@
 //! headers every response carries.
 //!
 //! The policy allows the page's inline script by its SHA-256, computed at
-//! startup from `index.html` itself, so a changed page needs a restart but
-//! never an edit here. What the app needs besides its own files: wasm
+//! startup from the page as served (see [`crate::app_release`]), so a
+//! changed page needs a restart but never an edit here. What the app needs besides its own files: wasm
 //! compilation (`'wasm-unsafe-eval'`), the disk worker started from a
 //! `blob:` URL, previews of verified content as `blob:` (and SVG as
 //! `data:`) URLs, and its broker's WebSocket, which `connect-src 'self'`
@@ -11,8 +11,6 @@
 //! `connect-src` also allows `blob:`: a page can read back only the
 //! `blob:` URLs its own origin made (such as a saved file's), so it opens
 //! no path to the network.
-
-use std::path::Path;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -26,17 +24,6 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// Headers for the app in `www`, hashing the inline scripts of its
-    /// `index.html` (none if it cannot be read).
-    pub fn load(www: &Path) -> SecurityHeaders {
-        let index = www.join("index.html");
-        let html = std::fs::read_to_string(&index).unwrap_or_else(|e| {
-            tracing::warn!(path = %index.display(), error = %e, "cannot read the page; its inline scripts will not run");
-            String::new()
-        });
-        SecurityHeaders::for_page(&html)
-    }
-
     /// Headers for an app whose `index.html` is `html`.
     pub fn for_page(html: &str) -> SecurityHeaders {
         let mut every = HeaderMap::new();
@@ -52,13 +39,11 @@ impl SecurityHeaders {
             "content-security-policy",
             HeaderValue::from_str(&policy).expect("the policy is ASCII"),
         );
-        // Revalidate every time (a 304 when unchanged): a cached app.js
-        // must never meet a wasm package built since.
-        app.insert("cache-control", HeaderValue::from_static("no-cache"));
         SecurityHeaders { app, every }
     }
 
-    /// For the page and the static files.
+    /// For the page and the static files (each route adds its own cache
+    /// policy: see [`crate::app_release`]).
     pub fn app(&self) -> HeaderMap {
         self.app.clone()
     }
@@ -145,7 +130,8 @@ mod tests {
         let csp = app["content-security-policy"].to_str().unwrap();
         assert!(csp.contains(&inline_script_hashes("<script>go()</script>")[0]));
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert_eq!(app["cache-control"], "no-cache");
+        // Each route sets its own cache policy (see app_release).
+        assert!(!app.contains_key("cache-control"));
         assert!(!headers.every().contains_key("content-security-policy"));
         assert_eq!(headers.every()["x-content-type-options"], "nosniff");
     }
