@@ -12,6 +12,8 @@
 //!   lane), and the table that keeps late work off a newer connection.
 //! * [`serve`]: the serving side's plan: which request becomes which reads
 //!   and sends, in what order, within what send budget (sans IO).
+//! * [`site`]: a site's index (`peerpage.json`): which of its files
+//!   visitors take from each other, by URL path.
 //! * [`download`]: the want -> connect -> receive -> verify -> hold state
 //!   machine, free of browser types so that it is tested natively.
 
@@ -23,6 +25,7 @@ pub mod links;
 pub mod manifest;
 pub mod serve;
 pub mod signaling;
+pub mod site;
 pub mod transfer;
 
 pub use ids::{ContentId, PeerId};

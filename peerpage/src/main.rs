@@ -1,0 +1,70 @@
+//! `peerpage`: the publisher's tool. `peerpage manifest DIR` indexes a
+//! site's static files so that visitors can take them from each other
+//! (see `protocol::site`); `--check` verifies an index against the files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod hash_file;
+mod index_dir;
+mod state;
+mod walk;
+
+/// Publishes a site's static files for peer-assisted delivery.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Hashes the files under DIR and writes DIR/peerpage.json (URL path ->
+    /// address, size, type) and each file's manifest at
+    /// DIR/.peerpage/<address>. Only listed files are ever shared by
+    /// visitors. Files unchanged since the last run (same size and
+    /// modification time) are not hashed again.
+    Manifest {
+        /// The folder the site's files are served from.
+        dir: PathBuf,
+        /// List only files matching this pattern (repeatable): a pattern
+        /// without `/` matches file names anywhere (`*.png`), one with `/`
+        /// the path under DIR (`assets/**/*.bin`).
+        #[arg(long = "include", value_name = "GLOB")]
+        include: Vec<String>,
+        /// Verify DIR/peerpage.json instead: rehash every file and compare
+        /// with the index and the manifests; writes nothing.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Manifest {
+            dir,
+            include,
+            check,
+        } => {
+            if check {
+                index_dir::check(&dir, &include)
+            } else {
+                index_dir::write(&dir, &include)
+            }
+        }
+    };
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("peerpage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
