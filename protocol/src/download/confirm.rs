@@ -53,7 +53,7 @@ impl Download {
         }
         // What the manifest's arrival would have asked the broker for.
         let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
-        let holders = self.holders.len();
+        let holders = self.holders.peer_count();
         self.last_want = now;
         if holders == 0 {
             out.push(Action::Want(1));

@@ -4,7 +4,8 @@
 //! flight, the chunk arriving over it and its own timeouts.
 //!
 //! A holder need not be a peer: the site's origin is one that has every
-//! chunk and is reached another way. The download treats both alike.
+//! chunk and is reached another way, asked only for what peers cannot
+//! give (see [`super::origin`]).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -190,6 +191,11 @@ impl Holders {
     /// How many holders have a connection, open or not.
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// How many of them are peers (not the origin).
+    pub fn peer_count(&self) -> usize {
+        self.map.keys().filter(|h| h.peer().is_some()).count()
     }
 
     /// How many holders `f` holds for.

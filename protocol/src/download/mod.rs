@@ -42,6 +42,7 @@ use crate::transfer::Request;
 mod confirm;
 pub mod holders;
 mod io;
+mod origin;
 mod receive;
 mod requests;
 pub mod scheduler;
@@ -132,6 +133,9 @@ pub struct Download {
     confirm_above: Option<u64>,
     /// Waiting for it now.
     gated: bool,
+    /// Blocks in index order rather than shuffled (see
+    /// [`Download::set_sequential`]).
+    sequential: bool,
 }
 
 impl Download {
@@ -152,6 +156,7 @@ impl Download {
             complete: false,
             confirm_above: None,
             gated: false,
+            sequential: false,
         }
     }
 
@@ -221,10 +226,10 @@ impl Download {
                 if !self.holders.banned.contains(&holder)
                     && !self.holders.contains(&Conn::first(holder))
                 {
-                    if !listed && self.holders.len() >= MAX_SOURCES {
+                    if !listed && self.holders.peer_count() >= MAX_SOURCES {
                         self.make_room(&mut out);
                     }
-                    if listed || self.holders.len() < MAX_SOURCES {
+                    if listed || self.holders.peer_count() < MAX_SOURCES {
                         self.holders.connect(Conn::first(holder), now);
                         out.push(Action::Connect(Conn::first(holder)));
                     }
@@ -340,7 +345,7 @@ impl Download {
     }
 
     fn after_loss(&mut self, now: u64, out: &mut Vec<Action>) {
-        if self.holders.len() == 0 {
+        if self.holders.peer_count() == 0 {
             self.last_want = now;
             out.push(Action::Want(1));
         }

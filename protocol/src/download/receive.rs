@@ -118,7 +118,7 @@ impl Download {
             manifest,
             manifest_bytes: bytes,
         });
-        let holders = self.holders.len();
+        let holders = self.holders.peer_count();
         if many && holders < MAX_SOURCES {
             // Big content: draw from several holders at once.
             self.last_want = now;

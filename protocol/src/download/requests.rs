@@ -66,6 +66,10 @@ impl Download {
         let lone = self.lone_holder();
         let mut retired = Vec::new();
         for (&holder, h) in self.holders.map.iter_mut() {
+            if holder == HolderId::Origin {
+                // A fallback, asked after the peers (see `origin`).
+                continue;
+            }
             for (&lane, c) in h.conns.iter_mut().filter(|(_, c)| c.open) {
                 let conn = Conn { holder, lane };
                 if lane > 0 && !lone {
@@ -93,7 +97,12 @@ impl Download {
                 let slots = &self.slots;
                 // A full holder is left what no connected partial holder has.
                 let full = has.is_full();
-                let indices = scheduler::pick(has, &rarity, self.start, block, room, |i| {
+                let order = if self.sequential {
+                    scheduler::Order::Sequential
+                } else {
+                    scheduler::Order::Shuffled(self.start)
+                };
+                let indices = scheduler::pick(has, &rarity, order, block, room, |i| {
                     slots[i as usize] == Slot::Missing && !(full && partly[i as usize])
                 });
                 if indices.is_empty() {
@@ -108,6 +117,7 @@ impl Download {
         for conn in retired {
             self.drop_conn(conn, None, out);
         }
+        self.schedule_origin(&held_by_peers(&self.holders), now, out);
         self.endgame(now, out);
         self.second_lane(now, out);
     }
@@ -153,16 +163,23 @@ impl Download {
         let lone = self.lone_holder();
         for (&holder, h) in self.holders.map.iter_mut() {
             let Some(has) = &h.has else { continue };
+            let origin = holder == HolderId::Origin;
             for (&lane, c) in h.conns.iter_mut() {
-                if !c.open || !c.in_flight.is_empty() || (lane > 0 && !lone) {
+                if !c.open || !c.in_flight.is_empty() || (lane > 0 && !lone && !origin) {
                     continue;
                 }
-                let take: Vec<u32> = late
+                let mut take: Vec<u32> = late
                     .iter()
                     .filter(|(i, from)| !from.contains(&holder) && has.contains(*i))
                     .map(|&(i, _)| i)
                     .take(PIPELINE)
                     .collect();
+                if origin {
+                    // One range request: neighbours only.
+                    take.sort_unstable();
+                    let run = take.windows(2).take_while(|w| w[1] == w[0] + 1).count();
+                    take.truncate(run + 1);
+                }
                 if take.is_empty() {
                     continue;
                 }
@@ -209,11 +226,11 @@ impl Download {
             || remaining < SECOND_LANE_BYTES / 2
             || self.verified_bytes < SECOND_LANE_AFTER_BYTES
             || !self.lone_holder()
-            || self.holders.len() != 1
+            || self.holders.peer_count() != 1
         {
             return;
         }
-        let Some((&holder, h)) = self.holders.map.iter().next() else {
+        let Some((&holder, h)) = self.holders.map.iter().find(|(id, _)| id.peer().is_some()) else {
             return;
         };
         let first_open = h.conns.len() == 1 && h.conns.get(&0).is_some_and(|c| c.open);
@@ -236,8 +253,23 @@ impl Download {
     }
 }
 
+/// Which chunks a connected peer (not the origin) has said it has.
+fn held_by_peers(holders: &super::Holders) -> Vec<bool> {
+    let mut any = Vec::new();
+    for (id, h) in holders.map.iter() {
+        let (Some(has), Some(_)) = (&h.has, id.peer()) else {
+            continue;
+        };
+        any.resize(has.len() as usize, false);
+        for (i, a) in any.iter_mut().enumerate() {
+            *a |= has.contains(i as u32);
+        }
+    }
+    any
+}
+
 /// Asks `conn` for chunks `indices`.
-fn request(
+pub(super) fn request(
     c: &mut Connection,
     conn: Conn,
     indices: Vec<u32>,

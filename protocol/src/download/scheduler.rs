@@ -31,15 +31,24 @@
 
 use crate::availability::Availability;
 
+/// In what order equally rare, equally held blocks come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Drawn from this seed: downloaders that start together spread out.
+    Shuffled(u32),
+    /// Front to back: content that a page uses as it arrives (a streamed
+    /// response) gets its beginning first.
+    Sequential,
+}
+
 /// Picks up to `want` chunks for a holder that has `has`, among those
 /// `open(i)` says still need a holder: rarest first by `rarity` (how many
 /// connected holders have each chunk), then by block (`block` chunks
-/// each): least held blocks first, in an order drawn from `seed`, each
-/// front to back.
+/// each): least held blocks first, in `order`, each front to back.
 pub fn pick(
     has: &Availability,
     rarity: &[u16],
-    seed: u32,
+    order: Order,
     block: u32,
     want: usize,
     open: impl Fn(u32) -> bool,
@@ -58,7 +67,11 @@ pub fn pick(
         .filter(|&i| has.contains(i) && open(i))
         .map(|i| {
             let b = i / block;
-            (rarity[i as usize], held[b as usize], shuffle(b, seed), i)
+            let place = match order {
+                Order::Shuffled(seed) => shuffle(b, seed),
+                Order::Sequential => b,
+            };
+            (rarity[i as usize], held[b as usize], place, i)
         })
         .collect();
     if candidates.len() > want {
@@ -109,7 +122,7 @@ mod tests {
         let has = Availability::all(6);
         // Chunks 4 and 1 are held by one holder only.
         let rarity = [3, 1, 2, 2, 1, 3];
-        let mut first = pick(&has, &rarity, 0, 1, 2, |_| true);
+        let mut first = pick(&has, &rarity, Order::Shuffled(0), 1, 2, |_| true);
         first.sort_unstable();
         assert_eq!(first, vec![1, 4]);
     }
@@ -118,7 +131,7 @@ mod tests {
     fn equally_rare_chunks_come_a_block_at_a_time_in_a_random_block_order() {
         let has = Availability::all(64);
         let rarity = [1; 64];
-        let order = pick(&has, &rarity, 7, 4, 64, |_| true);
+        let order = pick(&has, &rarity, Order::Shuffled(7), 4, 64, |_| true);
         // Each block front to back, blocks not in index order.
         for run in order.chunks(4) {
             assert_eq!(run[0] % 4, 0);
@@ -127,7 +140,21 @@ mod tests {
         let blocks: Vec<u32> = order.chunks(4).map(|r| r[0] / 4).collect();
         assert_ne!(blocks, (0..16).collect::<Vec<_>>());
         // Another download's order differs.
-        assert_ne!(pick(&has, &rarity, 8, 4, 64, |_| true), order);
+        assert_ne!(
+            pick(&has, &rarity, Order::Shuffled(8), 4, 64, |_| true),
+            order
+        );
+    }
+
+    #[test]
+    fn sequential_blocks_come_in_index_order() {
+        let has = Availability::all(16);
+        let order = pick(&has, &[1; 16], Order::Sequential, 4, 16, |_| true);
+        assert_eq!(order, (0..16).collect::<Vec<_>>());
+        // Rarest first still wins.
+        let mut rarity = [2; 16];
+        rarity[9] = 1;
+        assert_eq!(pick(&has, &rarity, Order::Sequential, 4, 1, |_| true), [9]);
     }
 
     #[test]
@@ -136,7 +163,7 @@ mod tests {
         // Another holder has chunk 8: block 2 is started.
         let mut rarity = [1; 16];
         rarity[8] = 2;
-        let order = pick(&has, &rarity, 3, 4, 16, |_| true);
+        let order = pick(&has, &rarity, Order::Shuffled(3), 4, 16, |_| true);
         // Its missing chunks come after every untouched block; chunk 8 last.
         assert_eq!(&order[12..], &[9, 10, 11, 8]);
     }
@@ -145,11 +172,11 @@ mod tests {
     fn only_chunks_the_holder_has_and_that_are_still_needed() {
         let has = set(8, &[1, 2, 3, 6]);
         let rarity = [1; 8];
-        let mut some = pick(&has, &rarity, 0, 1, 8, |i| i != 2);
+        let mut some = pick(&has, &rarity, Order::Shuffled(0), 1, 8, |i| i != 2);
         some.sort_unstable();
         assert_eq!(some, vec![1, 3, 6]);
-        assert!(pick(&has, &rarity, 0, 1, 0, |_| true).is_empty());
-        assert!(pick(&set(8, &[]), &rarity, 0, 1, 4, |_| true).is_empty());
+        assert!(pick(&has, &rarity, Order::Shuffled(0), 1, 0, |_| true).is_empty());
+        assert!(pick(&set(8, &[]), &rarity, Order::Shuffled(0), 1, 4, |_| true).is_empty());
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Download {
         let online = self.holders_online?;
         // Once it has the manifest, this peer counts itself as a holder.
         let others = online.saturating_sub(u32::from(self.manifest.is_some()));
-        if self.holders.len() == 0 {
+        if self.holders.peer_count() == 0 {
             return (others > 0).then_some(1);
         }
         let many = self.manifest.as_ref().is_some_and(|m| m.chunk_count() > 1);
@@ -111,10 +111,11 @@ impl Download {
         let useful = self
             .holders
             .map
-            .values()
-            .filter(|h| !self.is_useless(h))
+            .iter()
+            .filter(|(id, h)| id.peer().is_some() && !self.is_useless(h))
             .count();
-        let known = (self.holders.len() + self.holders.banned.len()) as u32;
+        let banned = self.holders.banned.iter().filter(|h| h.peer().is_some());
+        let known = (self.holders.peer_count() + banned.count()) as u32;
         let room = (MAX_SOURCES - useful) as u32;
         let n = others.saturating_sub(known).min(room);
         (many && n > 0).then_some(n as u8)

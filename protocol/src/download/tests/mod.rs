@@ -1098,32 +1098,6 @@ fn the_second_connection_closes_once_other_holders_come_online() {
 }
 
 #[test]
-fn a_full_holder_that_is_not_a_peer_is_drawn_from_like_any_other() {
-    let fx = Fixture::new(32 * 1024, 1024);
-    let origin = HolderId::Origin;
-    // Alone, it gives everything, manifest included.
-    let mut swarm = Swarm::new(&fx);
-    swarm.add(origin, Holder::full(&fx));
-    let mut dl = Download::new(fx.address(), 0, 0);
-    let actions = join(&mut dl, origin, 0);
-    swarm.pump(&mut dl, actions, 1);
-    assert_eq!(swarm.data(), Some(fx.data.clone()));
-    // Beside a partial holder, it is left what that one lacks, as a
-    // seeder is.
-    let mut swarm = Swarm::new(&fx);
-    swarm.add(peer(1), Holder::with(&fx, 0..24));
-    swarm.add(origin, Holder::full(&fx));
-    let mut dl = Download::new(fx.address(), 0, 0);
-    let mut actions = join(&mut dl, peer(1), 0);
-    actions.extend(join(&mut dl, origin, 0));
-    swarm.pump(&mut dl, actions, 1);
-    assert_eq!(swarm.data(), Some(fx.data.clone()));
-    let from_origin = swarm.served_by(origin);
-    assert!((24..32).all(|i| from_origin.contains(&i)));
-    assert!(from_origin.len() <= 8 + PIPELINE, "{from_origin:?}");
-}
-
-#[test]
 fn what_a_holder_gains_is_known_on_all_its_connections() {
     let fx = big();
     let count = fx.manifest.chunk_count();
@@ -1582,3 +1556,5 @@ fn a_repeated_has_bans_and_a_repeated_got_changes_nothing() {
     let why = DropReason::RepeatedHas.to_string();
     assert!(why.contains("twice"), "{why}");
 }
+
+mod origin;

@@ -1,0 +1,169 @@
+//! The site's origin as a fallback holder (peer-assisted delivery of a
+//! site's files): it has every chunk, but is asked only for what peers
+//! cannot give, so a visitor costs the site little egress when others
+//! hold the file, and is never slower than a plain fetch when none do.
+//!
+//! The origin is reached over [`ORIGIN_LANES`] connections, each one HTTP
+//! `Range` request at a time for a run of neighbouring chunks. It is asked
+//! for
+//! * the first chunks, one per request, while it is not yet known which
+//!   peers hold what (the broker has not answered, or holders it counts
+//!   are still connecting or have not said what they have);
+//! * once that is known, runs of up to [`ORIGIN_RUN_BYTES`] of chunks no
+//!   connected peer has (all of them, for a lone visitor);
+//! * chunks late at a peer (the endgame, [`super::ENDGAME_LATE_MS`]).
+
+use crate::availability::Availability;
+use crate::ids::ContentId;
+use crate::manifest::{Manifest, ManifestError};
+
+use super::requests::request;
+use super::{Action, Conn, Download, HolderId, Slot, MAX_SOURCES};
+
+/// Range requests to the origin at once.
+pub const ORIGIN_LANES: u8 = 2;
+/// Most bytes one range request asks for.
+pub const ORIGIN_RUN_BYTES: u32 = 4 << 20;
+
+impl Download {
+    /// Starts a download whose manifest came another way (from the site's
+    /// origin): `manifest_bytes` are checked against `content` first. The
+    /// actions set up storage ([`Action::Manifest`]) and ask the broker for
+    /// holders; add the origin with [`Download::add_origin`].
+    pub fn with_manifest(
+        content: ContentId,
+        manifest_bytes: Vec<u8>,
+        now: u64,
+        seed: u32,
+    ) -> Result<(Download, Vec<Action>), ManifestError> {
+        let manifest = Manifest::verify(&content, &manifest_bytes)?;
+        let mut download = Download::new(content, now, seed);
+        download.slots = vec![Slot::Missing; manifest.chunk_count() as usize];
+        download.manifest = Some(manifest.clone());
+        let mut out = vec![Action::Manifest {
+            manifest: manifest.clone(),
+            manifest_bytes,
+        }];
+        if manifest.chunk_count() > 1 {
+            out.push(Action::Want(MAX_SOURCES as u8));
+        }
+        if manifest.chunk_count() == 0 {
+            download.schedule(now, &mut out);
+        }
+        Ok((download, out))
+    }
+
+    /// Equally rare chunks come front to back (see
+    /// [`super::scheduler::Order::Sequential`]), for content a page uses
+    /// as it arrives.
+    pub fn set_sequential(&mut self, sequential: bool) {
+        self.sequential = sequential;
+    }
+
+    /// Draws on the site's origin too (see the module docs). Its lanes are
+    /// open at once: each [`Action::Send`] to it is one range request,
+    /// whose body the caller hands in as chunk frames over that lane.
+    pub fn add_origin(&mut self, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(m) = &self.manifest else {
+            return out;
+        };
+        if self.complete || self.holders.banned.contains(&HolderId::Origin) {
+            return out;
+        }
+        let count = m.chunk_count();
+        for lane in 0..ORIGIN_LANES {
+            let conn = Conn {
+                holder: HolderId::Origin,
+                lane,
+            };
+            self.holders.connect(conn, now);
+            if let Some(c) = self.holders.conn_mut(&conn) {
+                c.open = true;
+            }
+        }
+        if let Some(h) = self.holders.map.get_mut(&HolderId::Origin) {
+            h.has = Some(Availability::all(count));
+            h.asked_has = true;
+        }
+        self.schedule(now, &mut out);
+        out
+    }
+
+    /// Whether the origin is one of the holders (not dropped or banned).
+    pub fn has_origin(&self) -> bool {
+        self.holders.map.contains_key(&HolderId::Origin)
+    }
+
+    /// Whether it is known what the peers online can give: the broker
+    /// counted them, every one is connected and said what it has.
+    fn peers_known(&self) -> bool {
+        let Some(online) = self.holders_online else {
+            return false;
+        };
+        // This peer holds from the manifest on, and is counted.
+        let others = online.saturating_sub(1) as usize;
+        let peers = self
+            .holders
+            .map
+            .iter()
+            .filter(|(id, _)| id.peer().is_some());
+        let mut listed = 0;
+        for (_, h) in peers {
+            if h.has.is_none() {
+                return false;
+            }
+            listed += 1;
+        }
+        let banned = self.holders.banned.iter().filter(|h| h.peer().is_some());
+        listed + banned.count() >= others.min(MAX_SOURCES)
+    }
+
+    /// Hands each idle origin lane a run of missing chunks no connected
+    /// peer has (`held_by_peers`), lowest first.
+    pub(super) fn schedule_origin(
+        &mut self,
+        held_by_peers: &[bool],
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(m) = &self.manifest else { return };
+        if self.gated || !self.has_origin() {
+            return;
+        }
+        let run_cap = if self.peers_known() {
+            (ORIGIN_RUN_BYTES / m.chunk_size).max(1) as usize
+        } else {
+            1
+        };
+        let free = |slots: &[Slot], i: usize| {
+            slots[i] == Slot::Missing && !held_by_peers.get(i).copied().unwrap_or(false)
+        };
+        for lane in 0..ORIGIN_LANES {
+            let conn = Conn {
+                holder: HolderId::Origin,
+                lane,
+            };
+            let idle = self
+                .holders
+                .conn_mut(&conn)
+                .is_some_and(|c| c.open && c.in_flight.is_empty());
+            if !idle {
+                continue;
+            }
+            let Some(first) = (0..self.slots.len()).find(|&i| free(&self.slots, i)) else {
+                return;
+            };
+            let run: Vec<u32> = (first..self.slots.len())
+                .take_while(|&i| free(&self.slots, i))
+                .take(run_cap)
+                .map(|i| i as u32)
+                .collect();
+            for &i in &run {
+                self.slots[i as usize] = Slot::Requested;
+            }
+            let c = self.holders.conn_mut(&conn).expect("checked above");
+            request(c, conn, run, self.content, now, out);
+        }
+    }
+}
