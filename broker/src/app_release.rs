@@ -9,7 +9,8 @@
 //! `immutable`. The app's files import each other by relative URLs, so they
 //! stay inside their release too. A request for another release's files (a
 //! page loaded before the broker restarted with a new build) gets a 404
-//! asking for a reload.
+//! asking for a reload. A folder with its own `peerpage.json` is a site
+//! (such as `www/demo/`), not part of the app: it stays on disk.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -212,6 +213,11 @@ fn read_tree(
         let relative = format!("{prefix}{name}");
         // Symlinks are followed, as a static file server would.
         let meta = std::fs::metadata(&path).map_err(read_err(&path))?;
+        if meta.is_dir() && path.join(protocol::site::INDEX_FILE).is_file() {
+            // A site of its own (`peerpage manifest`), with files of any
+            // size: served from disk under its own names, not released.
+            continue;
+        }
         if meta.is_dir() {
             read_tree(&path, &format!("{relative}/"), found, total)?;
         } else if meta.is_file() {

@@ -42,6 +42,8 @@ pub struct Peer {
     inner: Rc<RefCell<Inner>>,
     /// Content bigger than this waits for `confirm` (see `confirmAbove`).
     confirm_above: Cell<Option<u64>>,
+    /// Sites' indexes, for `fetchUrl`.
+    indexes: Rc<RefCell<crate::site::Indexes>>,
 }
 
 /// `text` made safe to show: invisible characters (bidirectional
@@ -95,6 +97,7 @@ impl Peer {
         Ok(Peer {
             inner: Inner::create(url, relay_only.unwrap_or(false)),
             confirm_above: Cell::new(None),
+            indexes: Rc::default(),
         })
     }
 
@@ -124,6 +127,7 @@ impl Peer {
                 connection,
             ),
             confirm_above: Cell::new(None),
+            indexes: Rc::default(),
         })
     }
 
@@ -240,6 +244,26 @@ impl Peer {
         })
     }
 
+    /// `fetch(input, init)` for a site's static files: a GET of a URL
+    /// that its site's index lists (`peerpage.json` at the URL's origin, or
+    /// `init.peerpageIndex`) resolves with a `Response` (200, the listed
+    /// `Content-Type` and `Content-Length`) whose body streams bytes
+    /// verified against the index, from peers holding the file and from
+    /// the origin (HTTP range requests) where they cannot help; the file is
+    /// then held and served like any content. Anything else is a plain
+    /// `fetch(input, init)`. `init.signal` aborts. Status events of such a
+    /// download carry `fromPeers` and `fromOrigin` (bytes).
+    #[wasm_bindgen(js_name = fetchUrl)]
+    pub fn fetch_url(&self, input: JsValue, init: Option<Object>) -> Promise {
+        let init = init.map_or(JsValue::UNDEFINED, JsValue::from);
+        crate::site::fetch_url(
+            Rc::downgrade(&self.inner),
+            self.indexes.clone(),
+            input,
+            init,
+        )
+    }
+
     /// Size, media type and name of held or half-fetched content:
     /// `{size, type, name}`, or `undefined` before the manifest arrived.
     /// Name and type are made safe to show and to save under (see
@@ -343,6 +367,11 @@ impl Peer {
             &(s.from_peers as f64).into(),
         )?;
         Reflect::set(&obj, &"bytesToPeers".into(), &(s.to_peers as f64).into())?;
+        Reflect::set(
+            &obj,
+            &"bytesFromOrigin".into(),
+            &(s.from_origin as f64).into(),
+        )?;
         Reflect::set(
             &obj,
             &"channelsOpened".into(),

@@ -17,8 +17,9 @@ pub enum Event {
     Disconnected,
     /// A new holder count for an address this peer holds or wants.
     Holders(ContentId, u32),
-    /// Download progress.
-    Status(ContentId, Status),
+    /// Download progress; for a site's file, payload bytes so far from
+    /// peers and from the origin.
+    Status(ContentId, Status, Option<(u64, u64)>),
     /// Something went wrong with a holder, but the download goes on.
     /// Shown made safe (see [`protocol::display`]): it may quote a holder.
     Warning(ContentId, String),
@@ -54,9 +55,13 @@ impl Event {
                 set(&obj, "address", c.to_string().into());
                 set(&obj, "count", (*n).into());
             }
-            Event::Status(c, status) => {
+            Event::Status(c, status, sources) => {
                 set(&obj, "type", "status".into());
                 set(&obj, "address", c.to_string().into());
+                if let Some((peers, origin)) = sources {
+                    set(&obj, "fromPeers", (*peers as f64).into());
+                    set(&obj, "fromOrigin", (*origin as f64).into());
+                }
                 let state = match status {
                     Status::Looking => "looking",
                     Status::Gone => "gone",

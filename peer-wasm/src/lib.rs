@@ -9,6 +9,7 @@
 //!   `RTCPeerConnection`/`RTCDataChannel` that own their listeners.
 //! * `arrivals`: chunks in transit, kept in JavaScript memory.
 //! * `store`: content held and served, and where its bytes live.
+//! * `site`: `fetchUrl`, a site's listed files from peers and the origin.
 //! * `disk`: the disk store for big content (origin private file system,
 //!   written and read by the worker in `disk_worker.js`).
 //! * `hashing`: SHA-256 with WebCrypto or in wasm, and describing a shared
@@ -28,6 +29,7 @@ mod events;
 mod hashing;
 mod peer;
 mod rtc;
+mod site;
 mod store;
 mod warm_up;
 

@@ -20,18 +20,24 @@ pub struct Broker {
 /// the other profile's (`target/debug` for a release benchmark, as
 /// `just bench` builds it).
 pub fn broker_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BROKER_BIN") {
+    workspace_bin("broker", "BROKER_BIN")
+}
+
+/// The workspace's binary `name` (`$env` if set), found as
+/// [`broker_bin`] finds the broker.
+pub fn workspace_bin(name: &str, env: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env) {
         return Ok(bin.into());
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
     let candidates = [
-        dir.join("broker"),
-        dir.join("../broker"),
-        dir.join("../debug/broker"),
-        dir.join("../release/broker"),
-        dir.join("../../debug/broker"),
-        dir.join("../../release/broker"),
+        dir.join(name),
+        dir.join(format!("../{name}")),
+        dir.join(format!("../debug/{name}")),
+        dir.join(format!("../release/{name}")),
+        dir.join(format!("../../debug/{name}")),
+        dir.join(format!("../../release/{name}")),
     ];
     candidates
         .iter()
@@ -39,8 +45,8 @@ pub fn broker_bin() -> anyhow::Result<PathBuf> {
         .cloned()
         .with_context(|| {
             format!(
-                "no broker binary at {candidates:?}: build it with `cargo build -p broker` \
-                 (add --release for the benchmark) or set BROKER_BIN"
+                "no {name} binary at {candidates:?}: build it with `cargo build -p {name}` \
+                 (add --release for the benchmark) or set {env}"
             )
         })
 }

@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use futures_channel::oneshot;
 use js_sys::Uint8Array;
-use protocol::download::{Action, Conn, Download, Input, Status};
-use protocol::transfer::{FrameHead, Reply};
+use protocol::download::{Action, Conn, Download, DropReason, HolderId, Input, Status};
+use protocol::transfer::{FrameHead, Reply, Request};
 use protocol::{ClientMsg, ContentId};
 
 use crate::arrivals::Arrivals;
@@ -17,6 +17,7 @@ use crate::store::{Held, DISK_ABOVE};
 
 use super::clock::now;
 use super::links::fetch_key;
+use super::origin::Origin;
 use super::{with_inner, Inner};
 
 /// Progress alone is reported at most this often (the page redraws on
@@ -33,6 +34,10 @@ pub struct Fetch {
     pub arrivals: Arrivals,
     pub waiters: Vec<oneshot::Sender<Rc<Held>>>,
     pub status: Shown,
+    /// The site's origin, for a file of a site's index.
+    pub origin: Option<Origin>,
+    /// Payload bytes received from peers.
+    pub from_peers: u64,
 }
 
 impl Fetch {
@@ -112,9 +117,75 @@ impl Inner {
             arrivals: Arrivals::default(),
             waiters: Vec::new(),
             status: Shown::default(),
+            origin: None,
+            from_peers: 0,
         };
         self.fetches.insert(content, fetch);
         self.signaling.want(content);
+    }
+
+    /// Starts a download of a file of a site's index, whose manifest the
+    /// origin gave (`manifest_bytes`, checked here against `content`), from
+    /// peers and, as a fallback, from `origin`. Joins one under way.
+    pub(crate) fn start_site_fetch(
+        &mut self,
+        content: ContentId,
+        manifest_bytes: Vec<u8>,
+        origin: Origin,
+    ) -> Result<(), String> {
+        if self.fetches.contains_key(&content)
+            || self.held.get(&content).is_some_and(|h| h.is_complete())
+        {
+            return Ok(());
+        }
+        let seed = (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
+        let (mut download, actions) =
+            Download::with_manifest(content, manifest_bytes, now() as u64, seed).map_err(|e| {
+                format!(
+                    "the manifest of {} does not match the site's index ({e}): re-run \
+                     `peerpage manifest`",
+                    origin.path
+                )
+            })?;
+        download.set_sequential(true);
+        let fetch = Fetch {
+            download,
+            serial: next_serial(),
+            arrivals: Arrivals::default(),
+            waiters: Vec::new(),
+            status: Shown::default(),
+            origin: Some(origin),
+            from_peers: 0,
+        };
+        self.fetches.insert(content, fetch);
+        // Held (and announced) first, so the broker's count of holders,
+        // which decides how much the origin is asked, includes this peer.
+        self.run(content, actions);
+        self.signaling.want(content);
+        if let Some(fetch) = self.fetches.get_mut(&content) {
+            let actions = fetch.download.add_origin(now() as u64);
+            self.run(content, actions);
+        }
+        self.emit_status(content);
+        Ok(())
+    }
+
+    /// A site fetch whose origin is gone with no peer to go on from ends,
+    /// with the origin's reason.
+    fn check_site_fetch(&mut self, content: ContentId) {
+        let Some(fetch) = self.fetches.get(&content) else {
+            return;
+        };
+        let Some(origin) = &fetch.origin else { return };
+        if fetch.download.has_origin() || fetch.download.peer_count() > 0 {
+            return;
+        }
+        let failure = origin.failure.clone();
+        let path = origin.path.clone();
+        failure
+            .borrow_mut()
+            .get_or_insert_with(|| format!("the origin stopped serving {path}"));
+        self.cancel(&content);
     }
 
     /// Content bigger than `limit` waits for the user's yes, in the
@@ -155,6 +226,7 @@ impl Inner {
         };
         let actions = fetch.download.handle(input, now() as u64);
         self.run(content, actions);
+        self.check_site_fetch(content);
         self.emit_status(content);
     }
 
@@ -185,6 +257,9 @@ impl Inner {
         let Some(fetch) = self.fetches.get_mut(&content) else {
             return;
         };
+        if conn.holder != HolderId::Origin {
+            fetch.from_peers += u64::from(head.len);
+        }
         let actions = fetch
             .download
             .handle(Input::ChunkFrame(conn, head), now() as u64);
@@ -270,6 +345,11 @@ impl Inner {
                     }
                 }
                 Action::Connect(conn) => self.open_fetch_link(content, conn),
+                Action::Send(conn, Request::Chunks { indices, .. })
+                    if conn.holder == HolderId::Origin =>
+                {
+                    self.origin_request(content, conn.lane, &indices);
+                }
                 Action::Send(conn, request) => {
                     let channel = fetch_key(conn)
                         .and_then(|key| self.links.get(&key))
@@ -282,6 +362,23 @@ impl Inner {
                 Action::Disconnect { conn, reason } => {
                     if let Some(key) = fetch_key(conn) {
                         self.links.remove(&key);
+                    }
+                    if conn.holder == HolderId::Origin {
+                        let origin = self
+                            .fetches
+                            .get_mut(&content)
+                            .and_then(|f| f.origin.as_mut());
+                        if let Some(origin) = origin {
+                            origin.abort(conn.lane);
+                            if let Some(DropReason::FailedVerification(index)) = &reason {
+                                let message = format!(
+                                    "the origin's {} does not match its manifest (chunk {index}): \
+                                     the file changed since `peerpage manifest` ran; re-run it",
+                                    origin.path
+                                );
+                                origin.failure.borrow_mut().replace(message);
+                            }
+                        }
                     }
                     if let Some(fetch) = self.fetches.get_mut(&content) {
                         fetch.arrivals.forget(&conn);
@@ -330,6 +427,9 @@ impl Inner {
                         return;
                     }
                     self.tell_watchers(content, &Reply::Got { content, index });
+                    for waiter in self.stored_waiters.remove(&content).unwrap_or_default() {
+                        let _ = waiter.send(());
+                    }
                 }
                 Action::Complete => self.complete(content),
             }
@@ -354,6 +454,7 @@ impl Inner {
         let Some(fetch) = self.fetches.remove(&content) else {
             return;
         };
+        self.stored_waiters.remove(&content);
         self.signaling.unwant(content);
         // Ended by holding the content (shared here meanwhile): its links
         // are of no use any more.
@@ -361,7 +462,11 @@ impl Inner {
         for w in fetch.waiters {
             let _ = w.send(held.clone());
         }
-        self.emit(Event::Status(content, Status::Verified));
+        let sources = fetch
+            .origin
+            .as_ref()
+            .map(|o| (fetch.from_peers, o.bytes.get()));
+        self.emit(Event::Status(content, Status::Verified, sources));
     }
 
     /// Tells the page where the download of `content` stands, if that
@@ -372,7 +477,11 @@ impl Inner {
         };
         let status = fetch.download.status();
         if fetch.status.tell(&status, now()) {
-            self.emit(Event::Status(content, status));
+            let sources = fetch
+                .origin
+                .as_ref()
+                .map(|o| (fetch.from_peers, o.bytes.get()));
+            self.emit(Event::Status(content, status, sources));
         }
     }
 }

@@ -13,18 +13,21 @@
 //!   current one under its key.
 //! * [`serve`]: carrying out `protocol::serve`'s plan on a serving link.
 //! * [`fetch`]: carrying out `protocol::download`'s actions.
+//! * [`origin`]: a site's origin as a holder, over HTTP range requests.
 //! * [`clock`]: the monotonic clock and the one timer for the earliest
 //!   deadline.
 
 mod clock;
 mod fetch;
 mod links;
+mod origin;
 mod ready;
 mod serve;
 mod signaling;
 #[cfg(feature = "test-hooks")]
 mod tarpit;
 
+pub use origin::Origin;
 #[cfg(feature = "test-hooks")]
 pub use tarpit::Mode as TarpitMode;
 
@@ -68,6 +71,8 @@ pub struct Stats {
     /// Serving connections closed for asking for nothing, or for a new
     /// offer while all slots were taken.
     pub idle_closed: u64,
+    /// Received from sites' origins (see `origin`).
+    pub from_origin: u64,
 }
 
 /// Everything a peer knows and owns.
@@ -95,6 +100,9 @@ pub struct Inner {
     spare: Option<web_sys::RtcPeerConnection>,
     /// Which serving connections may be made.
     gate: ServeGate,
+    /// Woken when a chunk of the content is stored, or its download ends
+    /// (see `on_stored`).
+    stored_waiters: HashMap<ContentId, Vec<oneshot::Sender<()>>>,
     /// Flip a byte in every chunk served (a dishonest holder, for tests).
     #[cfg(feature = "test-hooks")]
     pub corrupt_served: bool,
@@ -198,6 +206,7 @@ impl Inner {
                 offers_in_hand: HashMap::new(),
                 spare: None,
                 gate: ServeGate::default(),
+                stored_waiters: HashMap::new(),
                 #[cfg(feature = "test-hooks")]
                 corrupt_served: false,
                 #[cfg(feature = "test-hooks")]
@@ -326,8 +335,30 @@ impl Inner {
         rx
     }
 
+    /// Held (or half-fetched) content.
+    pub fn held(&self, content: &ContentId) -> Option<Rc<Held>> {
+        self.held.get(content).cloned()
+    }
+
+    /// Resolves when a chunk of `content` is next stored, or (cancelled)
+    /// when its download ends.
+    pub fn on_stored(&mut self, content: ContentId) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.fetches.contains_key(&content) {
+            self.stored_waiters.entry(content).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Why the site fetch of `content` under way failed, when it does.
+    pub fn site_failure(&self, content: &ContentId) -> Option<Rc<RefCell<Option<String>>>> {
+        let fetch = self.fetches.get(content)?;
+        fetch.origin.as_ref().map(|o| o.failure.clone())
+    }
+
     /// Abandons a download; its promise rejects.
     pub fn cancel(&mut self, content: &ContentId) {
+        self.stored_waiters.remove(content);
         if self.fetches.remove(content).is_some() {
             self.signaling.unwant(*content);
             self.drop_fetch_links(*content);

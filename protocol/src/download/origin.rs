@@ -90,6 +90,11 @@ impl Download {
         out
     }
 
+    /// How many peers (not the origin) it is connected or connecting to.
+    pub fn peer_count(&self) -> usize {
+        self.holders.peer_count()
+    }
+
     /// Whether the origin is one of the holders (not dropped or banned).
     pub fn has_origin(&self) -> bool {
         self.holders.map.contains_key(&HolderId::Origin)

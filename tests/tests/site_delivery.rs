@@ -1,0 +1,152 @@
+//! `peer.fetchUrl`: a site's listed files, verified, from the origin when
+//! no peer holds them (a lone visitor); unlisted files are a plain fetch;
+//! a file changed on the origin since its manifest is refused with a
+//! message that says what to do.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use tests::files::sha256_hex;
+use tests::{Broker, ChromeDriver, Visitor};
+
+/// Bytes that do not compress or repeat.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Fetches `url` with `peer.fetchUrl` and reports the response, the body's
+/// SHA-256 (or the error reading it) and the peer's byte counts.
+const FETCH_URL: &str = "const done = arguments[arguments.length - 1];
+  const url = arguments[0];
+  // The index is not at the origin's root here.
+  const init = { peerpageIndex: '/site/peerpage.json' };
+  (async () => {
+    while (!window.peer) await new Promise((ok) => setTimeout(ok, 20));
+    const r = await window.peer.fetchUrl(url, init);
+    let hash = null, error = null, n = 0;
+    try {
+      // Read as a stream is: a reader sees the stream's own error, where
+      // arrayBuffer() reports a generic one.
+      const reader = r.body.getReader();
+      const parts = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        parts.push(value);
+        n += value.length;
+      }
+      const buf = await new Blob(parts).arrayBuffer();
+      const d = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
+      hash = Array.from(d).map((b) => b.toString(16).padStart(2, '0')).join('');
+    } catch (e) { error = String(e && e.message || e); }
+    const s = window.peer.stats();
+    return { status: r.status, type: r.headers.get('content-type'),
+             length: r.headers.get('content-length'), hash, error, n,
+             fromOrigin: s.bytesFromOrigin, fromPeers: s.bytesFromPeers };
+  })().then(done, (e) => done({ thrown: String(e && e.message || e) }));";
+
+#[tokio::test]
+async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
+    let Some(run) = tests::run::start("a_lone_visitor_gets_a_sites_files_from_the_origin_verified")
+    else {
+        return;
+    };
+    let www = std::env::temp_dir().join(format!("site-delivery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&www);
+    copy_dir(&tests::test_www_dir().unwrap(), &www);
+    let site = www.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let big = noise(3 * 1024 * 1024 + 1234, 7);
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let tampered = noise(600 * 1024, 9);
+    std::fs::write(site.join("tampered.bin"), &tampered).unwrap();
+    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let out = Command::new(peerpage)
+        .arg("manifest")
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Changed on the origin after it was indexed; and a file not listed.
+    let mut changed = tampered.clone();
+    changed[300 * 1024] ^= 1;
+    std::fs::write(site.join("tampered.bin"), &changed).unwrap();
+    std::fs::write(site.join("unlisted.txt"), b"plain").unwrap();
+
+    let broker = Broker::start(&www, false).unwrap();
+    let driver = ChromeDriver::start().unwrap();
+    let visitor = Visitor::new(&driver, "visitor").await.unwrap();
+    visitor.goto(&broker.url("/")).await;
+
+    run.step("a listed file, nobody else holding it");
+    let got = fetch_url(&visitor, "/site/big.bin").await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["type"], "application/octet-stream", "{got}");
+    assert_eq!(got["length"], big.len().to_string(), "{got}");
+    assert_eq!(got["hash"], sha256_hex(&big), "{got}");
+    assert_eq!(
+        got["fromOrigin"],
+        big.len() as u64,
+        "every byte from the origin, once: {got}"
+    );
+    assert_eq!(got["fromPeers"], 0, "{got}");
+
+    run.step("an unlisted file: a plain fetch");
+    let plain = fetch_url(&visitor, "/site/unlisted.txt").await;
+    assert_eq!(plain["status"], 200, "{plain}");
+    assert_eq!(plain["hash"], sha256_hex(b"plain"), "{plain}");
+    assert_eq!(
+        plain["fromOrigin"], got["fromOrigin"],
+        "not through the peer: {plain}"
+    );
+
+    run.step("a file changed on the origin since its manifest");
+    let bad = fetch_url(&visitor, "/site/tampered.bin").await;
+    assert_eq!(
+        bad["hash"],
+        Value::Null,
+        "nothing unverified is handed out: {bad}"
+    );
+    let error = bad["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("tampered.bin") && error.contains("peerpage manifest"),
+        "{bad}"
+    );
+    let _ = std::fs::remove_dir_all(&www);
+}
+
+async fn fetch_url(v: &Visitor, url: &str) -> Value {
+    let got = v
+        .client()
+        .execute_async(FETCH_URL, vec![json!(url)])
+        .await
+        .unwrap_or_else(|e| panic!("fetchUrl({url}): {e}"));
+    assert!(got.get("thrown").is_none(), "fetchUrl({url}) threw: {got}");
+    got
+}
