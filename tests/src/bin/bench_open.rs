@@ -13,6 +13,8 @@
 //! `cargo run --release -p tests --bin bench_open` (root; re-executes itself
 //! in a private network namespace, see `tests::netns`). `BENCH_RUNS` sets
 //! the number of timed opens of each (default 20), after 2 untimed warm-ups.
+//! `BENCH_TIMINGS=1` prints, after each open of ours, what the page fetched
+//! (resource timings: start, end, bytes over the network) and its marks.
 
 use tests::text::random_text;
 use tests::{Broker, ChromeDriver, Visitor};
@@ -79,6 +81,9 @@ async fn bench(runs: usize) -> anyhow::Result<()> {
         opener.goto("about:blank").await;
         opener.goto(&link).await;
         let t = shown(&opener, &holder).await;
+        if std::env::var_os("BENCH_TIMINGS").is_some() {
+            print_timings(&opener).await;
+        }
         check(&opener, &text, chars, i == WARMUP).await;
         // The opener now holds the text too; make sure its page is gone
         // before the next open, so that the holder keeps serving.
@@ -127,6 +132,23 @@ async fn bench(runs: usize) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Prints the page's resource timings and marks, ms since navigation start.
+async fn print_timings(page: &Visitor) {
+    let timings = page
+        .js(
+            "const nav = performance.getEntriesByType('navigation')[0];
+             const line = (e) => `${e.name.replace(location.origin, '')} ${e.startTime.toFixed(1)}..${e.responseEnd.toFixed(1)} ms, ${e.transferSize} B`;
+             return [line(nav)]
+               .concat(performance.getEntriesByType('resource').map(line))
+               .concat(performance.getEntriesByType('mark').map((m) => `mark ${m.name} ${m.startTime.toFixed(1)} ms`));",
+            vec![],
+        )
+        .await;
+    for line in timings.as_array().into_iter().flatten() {
+        println!("    {}", line.as_str().unwrap_or_default());
+    }
 }
 
 /// Waits for the opener's `content-shown` mark and returns its time; if it
