@@ -40,6 +40,8 @@ pub mod http;
 pub mod netns;
 pub mod nginx;
 pub mod run;
+pub mod site_fetch;
+pub mod site_origin;
 pub mod text;
 pub mod turn;
 pub mod visitor;

@@ -29,7 +29,7 @@ pub struct Nginx {
 
 /// nginx: `$NGINX`, else Debian's `/usr/sbin/nginx` (often not on a
 /// user's PATH), else `nginx` from PATH.
-fn nginx_bin() -> PathBuf {
+pub(crate) fn nginx_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NGINX") {
         return bin.into();
     }
@@ -52,7 +52,11 @@ impl Nginx {
         let (cert, key) = self_signed_cert(&dir)?;
         let deploy = std::fs::read_to_string(deploy_conf())
             .with_context(|| format!("cannot read {}", deploy_conf().display()))?;
-        let server = substitute(&deploy, &replacements(https, http, broker, &cert, &key))?;
+        let server = substitute(
+            &deploy,
+            &replacements(https, http, broker, &cert, &key),
+            &deploy_conf(),
+        )?;
         std::fs::write(dir.join("peerpage.conf"), server)?;
         let d = dir.display();
         let conf = format!(
@@ -171,7 +175,7 @@ impl Drop for Nginx {
 /// A new directory under the system's temp dir, named so that tests in
 /// other namespaces (where process ids repeat) never share it. Readable by
 /// nginx's unprivileged workers, which use the temp paths in it.
-fn fresh_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn fresh_dir() -> anyhow::Result<PathBuf> {
     loop {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?
@@ -186,7 +190,7 @@ fn fresh_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// A free 127.0.0.1 port.
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -216,14 +220,18 @@ fn replacements(
 /// Replaces each `(from, to)` in `text`, requiring every `from` exactly
 /// once: if the deploy file changes its marked values, this says so rather
 /// than testing a half-substituted file.
-fn substitute(text: &str, pairs: &[(&str, String)]) -> anyhow::Result<String> {
+pub(crate) fn substitute(
+    text: &str,
+    pairs: &[(&str, String)],
+    file: &Path,
+) -> anyhow::Result<String> {
     let mut out = text.to_owned();
     for (from, to) in pairs {
         let n = out.matches(from).count();
         if n != 1 {
             bail!(
                 "{} should contain `{from}` exactly once (a value marked `# replace:`), found {n}",
-                deploy_conf().display()
+                file.display()
             );
         }
         out = out.replace(from, to);
@@ -269,9 +277,9 @@ mod unit {
         let text = std::fs::read_to_string(super::deploy_conf()).unwrap();
         let addr = "127.0.0.9:9".parse().unwrap();
         let pairs = super::replacements(addr, addr, addr, Path::new("c"), Path::new("k"));
-        let out = super::substitute(&text, &pairs).unwrap();
+        let out = super::substitute(&text, &pairs, &super::deploy_conf()).unwrap();
         assert!(out.contains("listen 127.0.0.9:9 ssl;  # replace: HTTPS port"));
-        assert!(super::substitute("x x", &[("x", "y".into())]).is_err());
-        assert!(super::substitute("x", &[("z", "y".into())]).is_err());
+        assert!(super::substitute("x x", &[("x", "y".into())], &super::deploy_conf()).is_err());
+        assert!(super::substitute("x", &[("z", "y".into())], &super::deploy_conf()).is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 use tests::files::sha256_hex;
+use tests::site_fetch::fetch_url;
 use tests::{Broker, ChromeDriver, Visitor};
 
 /// Bytes that do not compress or repeat.
@@ -36,36 +37,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Fetches `url` with `peer.fetchUrl` and reports the response, the body's
-/// SHA-256 (or the error reading it) and the peer's byte counts.
-const FETCH_URL: &str = "const done = arguments[arguments.length - 1];
-  const url = arguments[0];
-  // The index is not at the origin's root here.
-  const init = { peerpageIndex: '/site/peerpage.json' };
-  (async () => {
-    while (!window.peer) await new Promise((ok) => setTimeout(ok, 20));
-    const r = await window.peer.fetchUrl(url, init);
-    let hash = null, error = null, n = 0;
-    try {
-      // Read as a stream is: a reader sees the stream's own error, where
-      // arrayBuffer() reports a generic one.
-      const reader = r.body.getReader();
-      const parts = [];
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        parts.push(value);
-        n += value.length;
-      }
-      const buf = await new Blob(parts).arrayBuffer();
-      const d = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
-      hash = Array.from(d).map((b) => b.toString(16).padStart(2, '0')).join('');
-    } catch (e) { error = String(e && e.message || e); }
-    const s = window.peer.stats();
-    return { status: r.status, type: r.headers.get('content-type'),
-             length: r.headers.get('content-length'), hash, error, n,
-             fromOrigin: s.bytesFromOrigin, fromPeers: s.bytesFromPeers };
-  })().then(done, (e) => done({ thrown: String(e && e.message || e) }));";
+/// The site's index is not at the origin's root here.
+fn index() -> Value {
+    json!({ "peerpageIndex": "/site/peerpage.json" })
+}
 
 #[tokio::test]
 async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
@@ -73,7 +48,12 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     else {
         return;
     };
-    let www = std::env::temp_dir().join(format!("site-delivery-{}", std::process::id()));
+    // Named by the clock: process ids repeat across test namespaces.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let www = std::env::temp_dir().join(format!("site-delivery-{nanos:x}"));
     let _ = std::fs::remove_dir_all(&www);
     copy_dir(&tests::test_www_dir().unwrap(), &www);
     let site = www.join("site");
@@ -105,7 +85,7 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     visitor.goto(&broker.url("/")).await;
 
     run.step("a listed file, nobody else holding it");
-    let got = fetch_url(&visitor, "/site/big.bin").await;
+    let got = fetch_url(&visitor, "/site/big.bin", index()).await;
     assert_eq!(got["status"], 200, "{got}");
     assert_eq!(got["type"], "application/octet-stream", "{got}");
     assert_eq!(got["length"], big.len().to_string(), "{got}");
@@ -118,7 +98,7 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     assert_eq!(got["fromPeers"], 0, "{got}");
 
     run.step("an unlisted file: a plain fetch");
-    let plain = fetch_url(&visitor, "/site/unlisted.txt").await;
+    let plain = fetch_url(&visitor, "/site/unlisted.txt", index()).await;
     assert_eq!(plain["status"], 200, "{plain}");
     assert_eq!(plain["hash"], sha256_hex(b"plain"), "{plain}");
     assert_eq!(
@@ -127,7 +107,7 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     );
 
     run.step("a file changed on the origin since its manifest");
-    let bad = fetch_url(&visitor, "/site/tampered.bin").await;
+    let bad = fetch_url(&visitor, "/site/tampered.bin", index()).await;
     assert_eq!(
         bad["hash"],
         Value::Null,
@@ -139,14 +119,4 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
         "{bad}"
     );
     let _ = std::fs::remove_dir_all(&www);
-}
-
-async fn fetch_url(v: &Visitor, url: &str) -> Value {
-    let got = v
-        .client()
-        .execute_async(FETCH_URL, vec![json!(url)])
-        .await
-        .unwrap_or_else(|e| panic!("fetchUrl({url}): {e}"));
-    assert!(got.get("thrown").is_none(), "fetchUrl({url}) threw: {got}");
-    got
 }

@@ -52,6 +52,7 @@ mod vec_map;
 
 pub use holders::{Conn, HolderId};
 pub use io::{Action, DropReason, Input};
+pub use origin::{ORIGIN_EARLY_CHUNKS, ORIGIN_LANES, ORIGIN_RUN_BYTES, ORIGIN_WAIT_MS};
 pub use status::Status;
 
 use holders::{Connection, Holder, Holders};
@@ -136,6 +137,12 @@ pub struct Download {
     /// Blocks in index order rather than shuffled (see
     /// [`Download::set_sequential`]).
     sequential: bool,
+    /// When the origin was added, and chunks asked of it while the peers
+    /// online were not known (see [`origin`]).
+    origin_since: u64,
+    origin_early: usize,
+    /// Whether the wait for peers to be known is over.
+    origin_waited: bool,
 }
 
 impl Download {
@@ -157,6 +164,9 @@ impl Download {
             confirm_above: None,
             gated: false,
             sequential: false,
+            origin_since: now,
+            origin_early: 0,
+            origin_waited: false,
         }
     }
 

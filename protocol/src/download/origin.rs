@@ -6,9 +6,11 @@
 //! The origin is reached over [`ORIGIN_LANES`] connections, each one HTTP
 //! `Range` request at a time for a run of neighbouring chunks. It is asked
 //! for
-//! * the first chunks, one per request, while it is not yet known which
-//!   peers hold what (the broker has not answered, or holders it counts
-//!   are still connecting or have not said what they have);
+//! * the first chunks, one per request and [`ORIGIN_EARLY_CHUNKS`] in all,
+//!   while it is not yet known which peers hold what (the broker has not
+//!   answered, or holders it counts are still connecting or have not said
+//!   what they have), for at most [`ORIGIN_WAIT_MS`]: past that, peers
+//!   not yet known are not waited for;
 //! * once that is known, runs of up to [`ORIGIN_RUN_BYTES`] of chunks no
 //!   connected peer has (all of them, for a lone visitor);
 //! * chunks late at a peer (the endgame, [`super::ENDGAME_LATE_MS`]).
@@ -24,6 +26,14 @@ use super::{Action, Conn, Download, HolderId, Slot, MAX_SOURCES};
 pub const ORIGIN_LANES: u8 = 2;
 /// Most bytes one range request asks for.
 pub const ORIGIN_RUN_BYTES: u32 = 4 << 20;
+/// Chunks asked of the origin while the peers online are not known: a
+/// fast origin would otherwise serve the whole file while the first peer
+/// connects.
+pub const ORIGIN_EARLY_CHUNKS: usize = 4;
+/// How long the origin waits, after those, for the peers online to be
+/// known: a peer connects in a few hundred milliseconds; one that does not
+/// must not make a visitor slower than a plain fetch for long.
+pub const ORIGIN_WAIT_MS: u64 = 1_500;
 
 impl Download {
     /// Starts a download whose manifest came another way (from the site's
@@ -72,6 +82,7 @@ impl Download {
             return out;
         }
         let count = m.chunk_count();
+        self.origin_since = now;
         for lane in 0..ORIGIN_LANES {
             let conn = Conn {
                 holder: HolderId::Origin,
@@ -98,6 +109,24 @@ impl Download {
     /// Whether the origin is one of the holders (not dropped or banned).
     pub fn has_origin(&self) -> bool {
         self.holders.map.contains_key(&HolderId::Origin)
+    }
+
+    /// Whether the origin is held back for peers not known yet.
+    fn origin_waiting(&self) -> bool {
+        !self.origin_waited && !self.peers_known()
+    }
+
+    /// When the wait for peers to be known ends, while it matters.
+    pub(super) fn origin_deadline(&self) -> Option<u64> {
+        (self.has_origin() && self.origin_waiting()).then_some(self.origin_since + ORIGIN_WAIT_MS)
+    }
+
+    /// Ends the wait for peers at its deadline.
+    pub(super) fn origin_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        if self.origin_deadline().is_some_and(|at| now >= at) {
+            self.origin_waited = true;
+            self.schedule(now, out);
+        }
     }
 
     /// Whether it is known what the peers online can give: the broker
@@ -136,10 +165,16 @@ impl Download {
         if self.gated || !self.has_origin() {
             return;
         }
-        let run_cap = if self.peers_known() {
-            (ORIGIN_RUN_BYTES / m.chunk_size).max(1) as usize
-        } else {
+        // Known once is enough: a holder that leaves later is not waited
+        // for (the broker's count lags behind it).
+        if self.peers_known() {
+            self.origin_waited = true;
+        }
+        let waiting = self.origin_waiting();
+        let run_cap = if waiting {
             1
+        } else {
+            (ORIGIN_RUN_BYTES / m.chunk_size).max(1) as usize
         };
         let free = |slots: &[Slot], i: usize| {
             slots[i] == Slot::Missing && !held_by_peers.get(i).copied().unwrap_or(false)
@@ -156,6 +191,9 @@ impl Download {
             if !idle {
                 continue;
             }
+            if waiting && self.origin_early >= ORIGIN_EARLY_CHUNKS {
+                return;
+            }
             let Some(first) = (0..self.slots.len()).find(|&i| free(&self.slots, i)) else {
                 return;
             };
@@ -166,6 +204,9 @@ impl Download {
                 .collect();
             for &i in &run {
                 self.slots[i as usize] = Slot::Requested;
+            }
+            if waiting {
+                self.origin_early += run.len();
             }
             let c = self.holders.conn_mut(&conn).expect("checked above");
             request(c, conn, run, self.content, now, out);

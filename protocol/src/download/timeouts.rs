@@ -29,7 +29,11 @@ impl Download {
             .conns()
             .filter_map(|(_, _, c)| c.late_at.filter(|_| several && c.open));
         let want = self.more_holders().map(|_| self.last_want + WANT_RETRY_MS);
-        conns.chain(late).chain(want).min()
+        conns
+            .chain(late)
+            .chain(want)
+            .chain(self.origin_deadline())
+            .min()
     }
 
     /// When `c` times out if nothing happens before, and why.
@@ -85,6 +89,7 @@ impl Download {
         if late {
             self.schedule(now, out);
         }
+        self.origin_tick(now, out);
         if now.saturating_sub(self.last_want) >= WANT_RETRY_MS {
             if let Some(n) = self.more_holders() {
                 self.last_want = now;

@@ -212,3 +212,26 @@ fn chunks_late_at_a_holder_are_asked_of_the_origin() {
         "done at {t} ms"
     );
 }
+
+#[test]
+fn peers_not_known_yet_hold_the_origin_back_for_a_while_only() {
+    let fx = site_file();
+    let (mut dl, _) = started(&fx);
+    let mut swarm = origin_swarm(&fx);
+    let mut actions = dl.add_origin(0);
+    // A holder is counted, introduced, and never connects.
+    actions.extend(dl.handle(Input::Holders(2), 1));
+    assert_eq!(
+        dl.handle(Input::Introduced(peer(1)), 1),
+        vec![Action::Connect(Conn::first(peer(1)))]
+    );
+    swarm.pump(&mut dl, actions, 2);
+    // However fast the origin, it gave only the first few chunks.
+    assert_eq!(swarm.served_by(ORIGIN).len(), ORIGIN_EARLY_CHUNKS);
+    assert_eq!(dl.next_deadline(), Some(ORIGIN_WAIT_MS));
+    // Then it is not waited for.
+    let actions = dl.handle(Input::Tick, ORIGIN_WAIT_MS);
+    swarm.pump(&mut dl, actions, ORIGIN_WAIT_MS);
+    assert_eq!(swarm.data(), Some(fx.data.clone()));
+    assert!(swarm.holders[&ORIGIN].requests.iter().any(|&n| n > 1));
+}

@@ -1,0 +1,178 @@
+//! A site's origin for the site-delivery tests: nginx serving a published
+//! folder with the operators' configuration, `deploy/nginx/site.conf`
+//! (its `# replace:` values substituted), beside a second server block
+//! for the test page, on another port: the page, the site's files and the
+//! broker are three origins. The access log records every response's
+//! body bytes, to count what the origin sent.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::nginx::{free_addr, fresh_dir, nginx_bin, substitute};
+
+/// The operators' server block for a site.
+pub fn site_conf() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/site.conf")
+}
+
+/// A running nginx serving a site and a page, stopped on drop.
+pub struct SiteOrigin {
+    child: Child,
+    dir: PathBuf,
+    site: SocketAddr,
+    page: SocketAddr,
+}
+
+impl SiteOrigin {
+    /// Serves `site` (a published folder) and `page` (the test page and the
+    /// wasm package). `site_directives` go into the site's `location /`
+    /// (e.g. `limit_rate 4m;`, or `max_ranges 0;` for an origin that
+    /// ignores ranges).
+    pub fn start(site: &Path, page: &Path, site_directives: &str) -> anyhow::Result<Self> {
+        let dir = fresh_dir()?;
+        let (site_addr, page_addr) = (free_addr()?, free_addr()?);
+        let deploy = std::fs::read_to_string(site_conf())
+            .with_context(|| format!("cannot read {}", site_conf().display()))?;
+        let server = substitute(
+            &deploy,
+            &[
+                ("listen 80;", format!("listen {site_addr};")),
+                ("root /var/www/site;", format!("root {};", site.display())),
+                (
+                    "    location / {\n",
+                    format!("    location / {{\n        {site_directives}\n"),
+                ),
+            ],
+            &site_conf(),
+        )?;
+        std::fs::write(dir.join("site.conf"), server)?;
+        let d = dir.display();
+        let conf = format!(
+            "pid {d}/nginx.pid;
+error_log {d}/error.log info;
+worker_processes 1;
+events {{ worker_connections 512; }}
+http {{
+    types {{ text/html html; application/javascript js; application/wasm wasm; text/css css;
+             application/json json; application/octet-stream bin; image/png png; }}
+    log_format bytes '$server_port $request_method $uri $status $body_bytes_sent $msec $http_range';
+    access_log {d}/access.log bytes;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    include {d}/site.conf;
+    server {{
+        listen {page_addr};
+        root {};
+    }}
+}}
+",
+            page.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let bin = nginx_bin();
+        let child = Command::new(&bin)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut origin = SiteOrigin {
+            child,
+            dir,
+            site: site_addr,
+            page: page_addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(site_addr).is_err() || TcpStream::connect(page_addr).is_err() {
+            if let Some(status) = origin.child.try_wait()? {
+                bail!(
+                    "nginx exited at startup ({status}):\n{}",
+                    origin.error_log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("nginx not listening after 30 s:\n{}", origin.error_log());
+            }
+            std::thread::sleep(crate::POLL);
+        }
+        Ok(origin)
+    }
+
+    /// A URL of the site.
+    pub fn site_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.site)
+    }
+
+    /// A URL of the page server.
+    pub fn page_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.page)
+    }
+
+    /// The page server's origin, for the broker's `--allow-origin`.
+    pub fn page_origin(&self) -> String {
+        format!("http://{}", self.page)
+    }
+
+    /// Body bytes the site sent for `uri` so far, and in how many
+    /// responses.
+    pub fn sent(&self, uri: &str) -> (u64, usize) {
+        let port = self.site.port().to_string();
+        let log = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+        let mut total = (0, 0);
+        for line in log.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() >= 5 && f[0] == port && f[2] == uri {
+                total.0 += f[4].parse::<u64>().unwrap_or(0);
+                total.1 += 1;
+            }
+        }
+        total
+    }
+
+    /// The access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SiteOrigin {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "[nginx] access log:\n{}[nginx] error log:\n{}",
+                self.access_log(),
+                self.error_log()
+            );
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(crate::POLL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

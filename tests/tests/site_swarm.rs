@@ -1,0 +1,317 @@
+//! A site's files through its visitors, with Debian's nginx as the origin
+//! (the operators' `deploy/nginx/site.conf`), the page on another origin
+//! and the broker on a third: a second visitor takes the file from the
+//! first; a holder that leaves or lies mid-fetch is made up for by the
+//! origin; an origin that ignores ranges, or whose file changed since its
+//! manifest, and an abort.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use tests::files::sha256_hex;
+use tests::site_fetch::{fetch_url, finish, received, start, warnings};
+use tests::site_origin::SiteOrigin;
+use tests::{Broker, ChromeDriver, Visitor};
+
+const BIG: usize = 32 << 20;
+
+/// Bytes that do not compress or repeat.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// A fresh folder under the system's temp dir (named by the clock: tests
+/// run in namespaces of their own, where process ids repeat).
+fn fresh(name: &str) -> PathBuf {
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("site-swarm-{name}-{nanos:x}"));
+        if std::fs::create_dir(&dir).is_ok() {
+            return dir;
+        }
+    }
+}
+
+/// The test page and the wasm package (with its test hooks).
+fn page_dir() -> PathBuf {
+    let dir = fresh("page");
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("site");
+    for f in ["page.html", "page.js"] {
+        std::fs::copy(here.join(f), dir.join(f)).unwrap();
+    }
+    let pkg = tests::test_www_dir().unwrap().join("pkg");
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    for entry in std::fs::read_dir(pkg).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join("pkg").join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// A published site holding `files`, indexed with `peerpage manifest`.
+fn site_dir(files: &[(&str, &[u8])]) -> PathBuf {
+    let dir = fresh("site");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let out = Command::new(peerpage)
+        .arg("manifest")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // nginx's workers run unprivileged.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// The address the site's index gives `path`.
+fn address_of(site: &Path, path: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(site.join("peerpage.json")).unwrap()).unwrap();
+    index["files"][path]["address"].as_str().unwrap().to_owned()
+}
+
+/// The origin, a broker that accepts the page's origin, and `n` visitors
+/// on the page.
+struct Setup {
+    origin: SiteOrigin,
+    _broker: Broker,
+    _driver: ChromeDriver,
+    visitors: Vec<Visitor>,
+}
+
+async fn setup(site: &Path, directives: &str, n: usize) -> Setup {
+    let page = page_dir();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&page)
+        .status();
+    let origin = SiteOrigin::start(site, &page, directives).unwrap();
+    let allow = origin.page_origin();
+    let broker = Broker::start_with(
+        &tests::www_dir().unwrap(),
+        "127.0.0.1:0",
+        false,
+        &["--allow-origin", &allow],
+    )
+    .unwrap();
+    let driver = ChromeDriver::start().unwrap();
+    let ws = broker.url("/ws").replace("http://", "ws://");
+    let mut visitors = Vec::new();
+    for i in 0..n {
+        let v = Visitor::new(&driver, &format!("visitor-{i}"))
+            .await
+            .unwrap();
+        v.goto(&origin.page_url(&format!("/page.html?broker={ws}")))
+            .await;
+        visitors.push(v);
+    }
+    Setup {
+        origin,
+        _broker: broker,
+        _driver: driver,
+        visitors,
+    }
+}
+
+fn none() -> Value {
+    json!({})
+}
+
+#[tokio::test]
+async fn a_second_visitor_takes_the_file_from_the_first() {
+    let Some(run) = tests::run::start("a_second_visitor_takes_the_file_from_the_first") else {
+        return;
+    };
+    let big = noise(BIG, 1);
+    let site = site_dir(&[("big.bin", &big)]);
+    let s = setup(&site, "", 2).await;
+    let url = s.origin.site_url("/big.bin");
+    let (a, b) = (&s.visitors[0], &s.visitors[1]);
+
+    run.step("the first visitor: nobody holds it, all from the origin");
+    let first = fetch_url(a, &url, none()).await;
+    assert_eq!(first["hash"], sha256_hex(&big), "{first}");
+    assert_eq!(first["fromOrigin"], BIG as u64, "{first}");
+    let (sent_before, _) = s.origin.sent("/big.bin");
+    assert!(sent_before >= BIG as u64, "{}", s.origin.access_log());
+
+    run.step("the second visitor: from the first");
+    let second = fetch_url(b, &url, none()).await;
+    assert_eq!(second["hash"], sha256_hex(&big), "{second}");
+    let from_peers = second["fromPeers"].as_u64().unwrap();
+    let from_origin = second["fromOrigin"].as_u64().unwrap();
+    let events = b
+        .js(
+            "return JSON.stringify(window.events.filter((e) => e.type !== 'holders')
+               .map((e) => [e.type, e.state, e.sources, e.sending, e.received, e.fromOrigin, e.message]))",
+            vec![],
+        )
+        .await;
+    assert!(
+        from_peers as f64 >= 0.95 * BIG as f64,
+        "at least 95% from peers: {second}\nevents: {events}"
+    );
+    // The origin's own log agrees: it sent little of the file the second time.
+    let (sent_after, _) = s.origin.sent("/big.bin");
+    let sent = sent_after - sent_before;
+    assert!(sent as f64 <= 0.05 * BIG as f64, "the origin sent {sent} B");
+    assert!(sent >= from_origin, "{sent} B sent, {from_origin} B taken");
+    let address = address_of(&site, "big.bin");
+    assert_eq!(received(b, &address).await, (from_peers, from_origin));
+    let _ = std::fs::remove_dir_all(&site);
+}
+
+#[tokio::test]
+async fn a_holder_that_leaves_or_lies_mid_fetch_is_made_up_for_by_the_origin() {
+    let Some(run) =
+        tests::run::start("a_holder_that_leaves_or_lies_mid_fetch_is_made_up_for_by_the_origin")
+    else {
+        return;
+    };
+    let big = noise(BIG, 2);
+    let other = noise(BIG / 2, 3);
+    let site = site_dir(&[("big.bin", &big), ("other.bin", &other)]);
+    let mut s = setup(&site, "", 3).await;
+    let (url, other_url) = (
+        s.origin.site_url("/big.bin"),
+        s.origin.site_url("/other.bin"),
+    );
+
+    run.step("a liar holds other.bin");
+    let liar = &s.visitors[2];
+    assert_eq!(
+        fetch_url(liar, &other_url, none()).await["hash"],
+        sha256_hex(&other)
+    );
+    liar.call_peer("corruptServedChunks", vec![json!(true)])
+        .await;
+    let fetched = fetch_url(&s.visitors[1], &other_url, none()).await;
+    assert_eq!(fetched["hash"], sha256_hex(&other), "{fetched}");
+    let said = warnings(&s.visitors[1]).await;
+    assert!(
+        said.iter().any(|w| w.contains("failed verification")),
+        "the liar was dropped: {said:?}"
+    );
+
+    run.step("a slow holder of big.bin leaves mid-fetch");
+    let holder = &s.visitors[0];
+    assert_eq!(
+        fetch_url(holder, &url, none()).await["hash"],
+        sha256_hex(&big)
+    );
+    holder
+        .call_peer("tarpitServedChunks", vec![json!("trickle")])
+        .await;
+    let b = &s.visitors[1];
+    start(b, "big", &url, none()).await;
+    let address = address_of(&site, "big.bin");
+    b.poll(
+        "bytes from the holder",
+        tests::PAGE_TIMEOUT,
+        "const last = (window.events || []).filter((e) => e.type === 'status'
+           && e.address === arguments[0] && e.fromPeers !== undefined).pop();
+         return last ? last.fromPeers : 0;",
+        vec![json!(address)],
+        |v| (v.as_u64().unwrap_or(0) > 0).then_some(()),
+    )
+    .await;
+    s.visitors.remove(0).close().await;
+    let got = finish(&s.visitors[0], "big").await;
+    assert_eq!(got["hash"], sha256_hex(&big), "{got}");
+    let (from_peers, from_origin) = received(&s.visitors[0], &address).await;
+    assert!(
+        from_peers > 0 && from_origin > 0,
+        "{from_peers} {from_origin}"
+    );
+    let _ = std::fs::remove_dir_all(&site);
+}
+
+#[tokio::test]
+async fn an_origin_without_ranges_still_serves_verified_and_a_changed_file_is_refused() {
+    let Some(run) = tests::run::start(
+        "an_origin_without_ranges_still_serves_verified_and_a_changed_file_is_refused",
+    ) else {
+        return;
+    };
+    let big = noise(BIG / 4, 4);
+    let changed = noise(BIG / 8, 5);
+    let site = site_dir(&[("big.bin", &big), ("changed.bin", &changed)]);
+    let mut edited = changed.clone();
+    edited[BIG / 16] ^= 1;
+    std::fs::write(site.join("changed.bin"), &edited).unwrap();
+    // nginx answers every range request with the whole file (200).
+    let s = setup(&site, "max_ranges 0;", 1).await;
+    let v = &s.visitors[0];
+
+    run.step("ranges ignored: 200s, skipped to what was asked");
+    let got = fetch_url(v, &s.origin.site_url("/big.bin"), none()).await;
+    assert_eq!(got["hash"], sha256_hex(&big), "{got}");
+    let log = s.origin.access_log();
+    assert!(log.lines().any(|l| l.contains("/big.bin 200")), "{log}");
+
+    run.step("a file changed since its manifest");
+    let bad = fetch_url(v, &s.origin.site_url("/changed.bin"), none()).await;
+    assert_eq!(bad["hash"], Value::Null, "{bad}");
+    let error = bad["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("changed.bin") && error.contains("peerpage manifest"),
+        "{bad}"
+    );
+    let _ = std::fs::remove_dir_all(&site);
+}
+
+#[tokio::test]
+async fn an_aborted_fetch_stops() {
+    let Some(run) = tests::run::start("an_aborted_fetch_stops") else {
+        return;
+    };
+    let big = noise(BIG, 6);
+    let site = site_dir(&[("big.bin", &big)]);
+    // A loaded origin: 8 MB/s in all over two connections.
+    let s = setup(&site, "limit_rate 4m;", 1).await;
+    let v = &s.visitors[0];
+
+    run.step("abort after the first megabyte");
+    let got = fetch_url(
+        v,
+        &s.origin.site_url("/big.bin"),
+        json!({ "abortAfter": 1 << 20 }),
+    )
+    .await;
+    assert_eq!(got["errorName"], "AbortError", "{got}");
+    assert_eq!(got["hash"], Value::Null, "{got}");
+    let at_abort = got["fromOrigin"].as_u64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let later = v
+        .js("return window.peer.stats().bytesFromOrigin", vec![])
+        .await;
+    assert!(
+        later.as_u64().unwrap() <= at_abort + (1 << 20),
+        "nothing more is fetched: {at_abort} then {later}"
+    );
+    let _ = std::fs::remove_dir_all(&site);
+}
