@@ -7,9 +7,9 @@ export CARGO_TERM_COLOR := "never"
 setup:
     bash .ci/setup
 
-# Build the broker and the wasm peer package (into www/pkg).
+# Build the broker, the publisher's tool and the wasm peer package (into www/pkg).
 build: build-wasm
-    cargo build --release -p broker
+    cargo build --release -p broker -p peerpage
 
 # Build only the wasm peer package into www/pkg.
 build-wasm:
@@ -26,9 +26,20 @@ build-wasm-test-hooks:
         target/wasm32-unknown-unknown/wasm-release/peer_wasm.wasm
     cp www/index.html www/app.js www/style.css target/test-www/
 
-# Build everything and serve the app at http://127.0.0.1:8080.
-serve: build
+# Build everything and serve the app at http://127.0.0.1:8080 (and the
+# site-delivery demo at /demo/).
+serve: build demo
     ./target/release/broker --listen 127.0.0.1:8080 --www www
+
+# The site-delivery demo's files (an image, a 64 MiB download; made once,
+# not kept in the repository), indexed with `peerpage manifest`.
+demo:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p www/demo/files
+    [[ -f www/demo/files/photo.png ]] || python3 www/demo/make_photo.py www/demo/files/photo.png
+    [[ -f www/demo/files/big.bin ]] || head -c $((64 << 20)) /dev/urandom > www/demo/files/big.bin
+    ./target/release/peerpage manifest www/demo/files
 
 # Run every test: unit, broker integration, wasm in Chromium, browser end to end.
 test: build-wasm build-wasm-test-hooks
@@ -45,7 +56,7 @@ lint: lint-js
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p peer-wasm -p protocol --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-# Syntax-check the page's own JavaScript: app.js, disk_worker.js, index.html.
+# Syntax-check the pages' own JavaScript: app.js, the demo, the site test page, disk_worker.js, index.html.
 lint-js:
     node tests/lint-js.js
 

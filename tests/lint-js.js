@@ -27,6 +27,8 @@ function esModule(file) {
   }
 }
 esModule("www/app.js");
+esModule("www/demo/demo.js");
+esModule("tests/site/page.js");
 classic("peer-wasm/src/disk_worker.js", readFileSync("peer-wasm/src/disk_worker.js", "utf8"));
 const html = readFileSync("www/index.html", "utf8");
 const inline = [...html.matchAll(/<script>\n([\s\S]*?)<\/script>/g)];

@@ -3,7 +3,7 @@
 //! a file changed on the origin since its manifest is refused with a
 //! message that says what to do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -118,5 +118,80 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
         error.contains("tampered.bin") && error.contains("peerpage manifest"),
         "{bad}"
     );
+    let _ = std::fs::remove_dir_all(&www);
+}
+
+#[tokio::test]
+async fn the_demo_shows_its_files_and_a_second_visitor_takes_them_from_the_first() {
+    let Some(run) = tests::run::start(
+        "the_demo_shows_its_files_and_a_second_visitor_takes_them_from_the_first",
+    ) else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let www = std::env::temp_dir().join(format!("site-demo-{nanos:x}"));
+    copy_dir(&tests::test_www_dir().unwrap(), &www);
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www/demo");
+    let files = www.join("demo/files");
+    std::fs::create_dir_all(&files).unwrap();
+    for f in ["index.html", "demo.js", "demo.css"] {
+        std::fs::copy(demo.join(f), www.join("demo").join(f)).unwrap();
+    }
+    // The files `just demo` makes, the download smaller.
+    let made = Command::new("python3")
+        .arg(demo.join("make_photo.py"))
+        .arg(files.join("photo.png"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let big = noise(12 << 20, 11);
+    std::fs::write(files.join("big.bin"), &big).unwrap();
+    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let out = Command::new(peerpage)
+        .arg("manifest")
+        .arg(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total = std::fs::metadata(files.join("photo.png")).unwrap().len() + big.len() as u64;
+
+    let broker = Broker::start(&www, false).unwrap();
+    let driver = ChromeDriver::start().unwrap();
+    let mut results = Vec::new();
+    for name in ["first", "second"] {
+        run.step(&format!("the {name} visitor opens the demo"));
+        let v = Visitor::new(&driver, name).await.unwrap();
+        v.goto(&broker.url("/demo/")).await;
+        // Both files shown: the image decoded, the download offered.
+        v.wait_selector("#shown img").await;
+        v.wait_selector("#files a[download]").await;
+        let width = v
+            .js(
+                "return document.querySelector('#shown img').naturalWidth",
+                vec![],
+            )
+            .await;
+        assert_eq!(width, 1024, "the verified image is shown");
+        let error = v.text("#error").await.unwrap_or_default();
+        assert!(error.is_empty(), "{error}");
+        let stats = v.js("return window.peer.stats()", vec![]).await;
+        results.push((v, stats));
+    }
+    let (first, second) = (&results[0].1, &results[1].1);
+    assert_eq!(first["bytesFromOrigin"], total, "{first}");
+    let from_peers = second["bytesFromPeers"].as_u64().unwrap();
+    assert!(
+        from_peers as f64 >= 0.9 * total as f64,
+        "the second visitor's files came from the first: {second}"
+    );
+    let totals = results[1].0.text("#totals").await.unwrap_or_default();
+    assert!(totals.contains("from other visitors"), "{totals}");
     let _ = std::fs::remove_dir_all(&www);
 }

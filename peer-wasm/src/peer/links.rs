@@ -154,12 +154,25 @@ impl Inner {
     /// Connects to a holder for `content`: answering the holder's ready
     /// offer if we have it (the first request rides on the answer, and the
     /// holder sends as soon as the channel opens), else making an offer.
+    /// Whether the fetch link under `key` is another download's.
+    pub(super) fn fetch_link_busy(&self, key: LinkKey, content: ContentId) -> bool {
+        let link = self.links.get(&key);
+        link.is_some_and(|p| matches!(p.role, Role::Fetch(other) if other != content))
+    }
+
     pub(super) fn open_fetch_link(&mut self, content: ContentId, conn: Conn) {
         let Some(key) = fetch_key(conn) else {
             // Not a peer: reached another way, not over WebRTC.
             return self.drive(content, Input::Lost(conn));
         };
         let holder = key.peer;
+        // One fetch link per holder and lane: another download's would be
+        // replaced (and that download's chunks lost). This one goes on with
+        // other holders (and a site's origin), and meets this holder again
+        // when the broker next introduces it.
+        if self.fetch_link_busy(key, content) {
+            return self.drive(content, Input::Lost(conn));
+        }
         // A ready offer is for a first connection.
         let ready_offer = match conn.lane {
             0 => self.offers_in_hand.remove(&holder),

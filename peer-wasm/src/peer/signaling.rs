@@ -183,7 +183,17 @@ impl Inner {
                         ),
                     }
                 }
-                self.drive(content, Input::Introduced(HolderId::Peer(holder)));
+                // A holder whose fetch link another download has is
+                // introduced again later (the download asks the broker
+                // while more holders could help), once that link is free.
+                let first = LinkKey {
+                    peer: holder,
+                    side: Side::Fetch,
+                    lane: 0,
+                };
+                if !self.fetch_link_busy(first, content) {
+                    self.drive(content, Input::Introduced(HolderId::Peer(holder)));
+                }
                 // Not needed (e.g. already connected to that holder); the
                 // holder drops its side when it never opens.
                 self.offers_in_hand.remove(&holder);

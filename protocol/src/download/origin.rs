@@ -6,7 +6,7 @@
 //! The origin is reached over [`ORIGIN_LANES`] connections, each one HTTP
 //! `Range` request at a time for a run of neighbouring chunks. It is asked
 //! for
-//! * the first chunks, one per request and [`ORIGIN_EARLY_CHUNKS`] in all,
+//! * the first chunks, one per lane ([`ORIGIN_EARLY_CHUNKS`] in all),
 //!   while it is not yet known which peers hold what (the broker has not
 //!   answered, or holders it counts are still connecting or have not said
 //!   what they have), for at most [`ORIGIN_WAIT_MS`]: past that, peers
@@ -26,10 +26,11 @@ use super::{Action, Conn, Download, HolderId, Slot, MAX_SOURCES};
 pub const ORIGIN_LANES: u8 = 2;
 /// Most bytes one range request asks for.
 pub const ORIGIN_RUN_BYTES: u32 = 4 << 20;
-/// Chunks asked of the origin while the peers online are not known: a
-/// fast origin would otherwise serve the whole file while the first peer
-/// connects.
-pub const ORIGIN_EARLY_CHUNKS: usize = 4;
+/// Chunks asked of the origin while the peers online are not known: one
+/// per lane, asked at once, so a lone visitor loses no time; more would
+/// have a fast origin serve much of a file while the first peer connects
+/// (a site's files are often a few chunks each).
+pub const ORIGIN_EARLY_CHUNKS: usize = ORIGIN_LANES as usize;
 /// How long the origin waits, after those, for the peers online to be
 /// known: a peer connects in a few hundred milliseconds; one that does not
 /// must not make a visitor slower than a plain fetch for long.
