@@ -96,6 +96,12 @@ bench: build
     cargo run --release -p tests --bin bench_open
     cargo run --release -p tests --bin bench_files
 
+# A site's 64 MiB file through its visitors (peer.fetchUrl) against a plain
+# fetch, nginx as a loaded origin (limit_rate 4m), all in one run: a lone
+# visitor, 1 to 3 holders online, 4 visitors at once (BENCH_SITE_MIB).
+bench-site: build
+    cargo run --release -p tests --bin bench_site
+
 # Broker load against PeerJS's server and matchbox_server, all three in one
 # run: relay throughput and latency with 1,000 peers, p99 at 20,000 msg/s,
 # memory per idle peer at 10,000. Installs the other two on first use.

@@ -7,16 +7,20 @@ use crate::Visitor;
 
 /// Starts `peer.fetchUrl(url, init)` in the page as `window.fetches[name]`,
 /// which resolves with `{status, type, length, hash, error, errorName, n,
-/// fromOrigin, fromPeers}` (the body read with a reader, as a stream is;
-/// the byte counts are the peer's stats once it ended). `init.abortAfter`
-/// aborts the fetch once that many bytes were read.
+/// ms, fromOrigin, fromPeers}` (the body read with a reader, as a stream
+/// is; `ms` from the call to the body's last byte; the byte counts are the
+/// peer's stats once it ended). `init.abortAfter` aborts the fetch once
+/// that many bytes were read; `init.plain` makes it a plain `fetch`.
 const START: &str = "const [name, url, init] = arguments;
   window.fetches = window.fetches || {};
   window.fetches[name] = (async () => {
     while (!window.peer) await new Promise((ok) => setTimeout(ok, 20));
     const controller = new AbortController();
-    const r = await window.peer.fetchUrl(url, { ...init, signal: controller.signal });
-    let hash = null, error = null, errorName = null, n = 0;
+    const t0 = performance.now();
+    const r = init.plain
+      ? await fetch(url, { signal: controller.signal })
+      : await window.peer.fetchUrl(url, { ...init, signal: controller.signal });
+    let hash = null, error = null, errorName = null, n = 0, ms = null;
     try {
       const reader = r.body.getReader();
       const parts = [];
@@ -27,13 +31,14 @@ const START: &str = "const [name, url, init] = arguments;
         n += value.length;
         if (init.abortAfter !== undefined && n >= init.abortAfter) controller.abort();
       }
+      ms = performance.now() - t0;
       const buf = await new Blob(parts).arrayBuffer();
       const d = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
       hash = Array.from(d).map((b) => b.toString(16).padStart(2, '0')).join('');
     } catch (e) { error = String(e && e.message || e); errorName = e && e.name; }
     const s = window.peer.stats();
     return { status: r.status, type: r.headers.get('content-type'),
-             length: r.headers.get('content-length'), hash, error, errorName, n,
+             length: r.headers.get('content-length'), hash, error, errorName, n, ms,
              fromOrigin: s.bytesFromOrigin, fromPeers: s.bytesFromPeers };
   })().catch((e) => ({ thrown: String(e && e.message || e) }));
   return true;";

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::{Broker, ChromeDriver, Visitor};
 
 use crate::nginx::{free_addr, fresh_dir, nginx_bin, substitute};
 
@@ -144,6 +147,34 @@ http {{
         total
     }
 
+    /// CPU time nginx (its master and workers) has used so far, in ms.
+    pub fn cpu_ms(&self) -> f64 {
+        let master = self.child.id();
+        let mut ticks = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name, which is in parentheses.
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let pid: u32 = head
+                .split(' ')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let f: Vec<&str> = rest.split(' ').collect();
+            let ppid: u32 = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            if pid == master || ppid == master {
+                let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                // utime and stime, fields 14 and 15 of the whole line.
+                ticks += n(11) + n(12);
+            }
+        }
+        ticks as f64 * 10.0
+    }
+
     /// The access log so far.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
@@ -174,5 +205,127 @@ impl Drop for SiteOrigin {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Bytes that do not compress or repeat.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// A fresh folder under the system's temp dir (named by the clock: tests
+/// run in namespaces of their own, where process ids repeat).
+pub fn fresh_folder(name: &str) -> PathBuf {
+    loop {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("peerpage-site-{name}-{nanos:x}"));
+        if std::fs::create_dir(&dir).is_ok() {
+            return dir;
+        }
+    }
+}
+
+/// The test page (`tests/site`) beside the wasm package in `pkg`, readable
+/// by nginx's workers.
+pub fn page_dir(pkg: &Path) -> PathBuf {
+    let dir = fresh_folder("page");
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("site");
+    for f in ["page.html", "page.js"] {
+        std::fs::copy(here.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("pkg")).unwrap();
+    for entry in std::fs::read_dir(pkg).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.join("pkg").join(entry.file_name())).unwrap();
+        }
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// A published site holding `files`, indexed with `peerpage manifest`.
+pub fn publish(files: &[(&str, &[u8])]) -> PathBuf {
+    let dir = fresh_folder("site");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let peerpage = crate::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let out = Command::new(peerpage)
+        .arg("manifest")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // nginx's workers run unprivileged.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// The address the site's index gives `path`.
+pub fn address_of(site: &Path, path: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(site.join("peerpage.json")).unwrap()).unwrap();
+    index["files"][path]["address"].as_str().unwrap().to_owned()
+}
+
+/// nginx serving `site` with `directives` (see [`SiteOrigin::start`]) and
+/// the page with the wasm package in `pkg`, a broker that accepts the
+/// page's origin, and `n` visitors (one Chromium each) on the page.
+pub struct Setup {
+    pub origin: SiteOrigin,
+    _broker: Broker,
+    _driver: ChromeDriver,
+    pub visitors: Vec<Visitor>,
+}
+
+pub async fn setup(site: &Path, pkg: &Path, directives: &str, n: usize) -> Setup {
+    let page = page_dir(pkg);
+    let origin = SiteOrigin::start(site, &page, directives).unwrap();
+    let allow = origin.page_origin();
+    let broker = Broker::start_with(
+        &crate::www_dir().unwrap(),
+        "127.0.0.1:0",
+        false,
+        &["--allow-origin", &allow],
+    )
+    .unwrap();
+    let driver = ChromeDriver::start().unwrap();
+    let ws = broker.url("/ws").replace("http://", "ws://");
+    let mut visitors = Vec::new();
+    for i in 0..n {
+        let v = Visitor::new(&driver, &format!("visitor-{i}"))
+            .await
+            .unwrap();
+        v.goto(&origin.page_url(&format!("/page.html?broker={ws}")))
+            .await;
+        visitors.push(v);
+    }
+    Setup {
+        origin,
+        _broker: broker,
+        _driver: driver,
+        visitors,
     }
 }

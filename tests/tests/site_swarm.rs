@@ -5,136 +5,16 @@
 //! origin; an origin that ignores ranges, or whose file changed since its
 //! manifest, and an abort.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::{json, Value};
 use tests::files::sha256_hex;
 use tests::site_fetch::{fetch_url, finish, received, start, warnings};
-use tests::site_origin::SiteOrigin;
-use tests::{Broker, ChromeDriver, Visitor};
+use tests::site_origin::{address_of, noise, publish, setup};
 
 const BIG: usize = 32 << 20;
 
-/// Bytes that do not compress or repeat.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
-
-/// A fresh folder under the system's temp dir (named by the clock: tests
-/// run in namespaces of their own, where process ids repeat).
-fn fresh(name: &str) -> PathBuf {
-    loop {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("site-swarm-{name}-{nanos:x}"));
-        if std::fs::create_dir(&dir).is_ok() {
-            return dir;
-        }
-    }
-}
-
-/// The test page and the wasm package (with its test hooks).
-fn page_dir() -> PathBuf {
-    let dir = fresh("page");
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("site");
-    for f in ["page.html", "page.js"] {
-        std::fs::copy(here.join(f), dir.join(f)).unwrap();
-    }
-    let pkg = tests::test_www_dir().unwrap().join("pkg");
-    std::fs::create_dir_all(dir.join("pkg")).unwrap();
-    for entry in std::fs::read_dir(pkg).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), dir.join("pkg").join(entry.file_name())).unwrap();
-        }
-    }
-    dir
-}
-
-/// A published site holding `files`, indexed with `peerpage manifest`.
-fn site_dir(files: &[(&str, &[u8])]) -> PathBuf {
-    let dir = fresh("site");
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
-    let out = Command::new(peerpage)
-        .arg("manifest")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // nginx's workers run unprivileged.
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    dir
-}
-
-/// The address the site's index gives `path`.
-fn address_of(site: &Path, path: &str) -> String {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(site.join("peerpage.json")).unwrap()).unwrap();
-    index["files"][path]["address"].as_str().unwrap().to_owned()
-}
-
-/// The origin, a broker that accepts the page's origin, and `n` visitors
-/// on the page.
-struct Setup {
-    origin: SiteOrigin,
-    _broker: Broker,
-    _driver: ChromeDriver,
-    visitors: Vec<Visitor>,
-}
-
-async fn setup(site: &Path, directives: &str, n: usize) -> Setup {
-    let page = page_dir();
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&page)
-        .status();
-    let origin = SiteOrigin::start(site, &page, directives).unwrap();
-    let allow = origin.page_origin();
-    let broker = Broker::start_with(
-        &tests::www_dir().unwrap(),
-        "127.0.0.1:0",
-        false,
-        &["--allow-origin", &allow],
-    )
-    .unwrap();
-    let driver = ChromeDriver::start().unwrap();
-    let ws = broker.url("/ws").replace("http://", "ws://");
-    let mut visitors = Vec::new();
-    for i in 0..n {
-        let v = Visitor::new(&driver, &format!("visitor-{i}"))
-            .await
-            .unwrap();
-        v.goto(&origin.page_url(&format!("/page.html?broker={ws}")))
-            .await;
-        visitors.push(v);
-    }
-    Setup {
-        origin,
-        _broker: broker,
-        _driver: driver,
-        visitors,
-    }
+/// The wasm package with its test hooks (a holder can lie or tarpit).
+fn test_pkg() -> std::path::PathBuf {
+    tests::test_www_dir().unwrap().join("pkg")
 }
 
 fn none() -> Value {
@@ -147,8 +27,8 @@ async fn a_second_visitor_takes_the_file_from_the_first() {
         return;
     };
     let big = noise(BIG, 1);
-    let site = site_dir(&[("big.bin", &big)]);
-    let s = setup(&site, "", 2).await;
+    let site = publish(&[("big.bin", &big)]);
+    let s = setup(&site, &test_pkg(), "", 2).await;
     let url = s.origin.site_url("/big.bin");
     let (a, b) = (&s.visitors[0], &s.visitors[1]);
 
@@ -194,8 +74,8 @@ async fn a_holder_that_leaves_or_lies_mid_fetch_is_made_up_for_by_the_origin() {
     };
     let big = noise(BIG, 2);
     let other = noise(BIG / 2, 3);
-    let site = site_dir(&[("big.bin", &big), ("other.bin", &other)]);
-    let mut s = setup(&site, "", 3).await;
+    let site = publish(&[("big.bin", &big), ("other.bin", &other)]);
+    let mut s = setup(&site, &test_pkg(), "", 3).await;
     let (url, other_url) = (
         s.origin.site_url("/big.bin"),
         s.origin.site_url("/other.bin"),
@@ -259,12 +139,12 @@ async fn an_origin_without_ranges_still_serves_verified_and_a_changed_file_is_re
     };
     let big = noise(BIG / 4, 4);
     let changed = noise(BIG / 8, 5);
-    let site = site_dir(&[("big.bin", &big), ("changed.bin", &changed)]);
+    let site = publish(&[("big.bin", &big), ("changed.bin", &changed)]);
     let mut edited = changed.clone();
     edited[BIG / 16] ^= 1;
     std::fs::write(site.join("changed.bin"), &edited).unwrap();
     // nginx answers every range request with the whole file (200).
-    let s = setup(&site, "max_ranges 0;", 1).await;
+    let s = setup(&site, &test_pkg(), "max_ranges 0;", 1).await;
     let v = &s.visitors[0];
 
     run.step("ranges ignored: 200s, skipped to what was asked");
@@ -290,9 +170,9 @@ async fn an_aborted_fetch_stops() {
         return;
     };
     let big = noise(BIG, 6);
-    let site = site_dir(&[("big.bin", &big)]);
+    let site = publish(&[("big.bin", &big)]);
     // A loaded origin: 8 MB/s in all over two connections.
-    let s = setup(&site, "limit_rate 4m;", 1).await;
+    let s = setup(&site, &test_pkg(), "limit_rate 4m;", 1).await;
     let v = &s.visitors[0];
 
     run.step("abort after the first megabyte");

@@ -11,8 +11,12 @@
 //!   answered, or holders it counts are still connecting or have not said
 //!   what they have), for at most [`ORIGIN_WAIT_MS`]: past that, peers
 //!   not yet known are not waited for;
-//! * once that is known, runs of up to [`ORIGIN_RUN_BYTES`] of chunks no
-//!   connected peer has (all of them, for a lone visitor);
+//! * once that is known, runs of chunks no connected peer has: for a lone
+//!   visitor all of them, front to back, [`ORIGIN_RUN_BYTES`] a request;
+//!   beside other peers that lack chunks too (visitors arriving together),
+//!   a block (about 1 MiB) at a time, untouched blocks first in this
+//!   download's own random order, so that they ask for different blocks
+//!   and trade them;
 //! * chunks late at a peer (the endgame, [`super::ENDGAME_LATE_MS`]).
 
 use crate::availability::Availability;
@@ -20,7 +24,7 @@ use crate::ids::ContentId;
 use crate::manifest::{Manifest, ManifestError};
 
 use super::requests::request;
-use super::{Action, Conn, Download, HolderId, Slot, MAX_SOURCES};
+use super::{Action, Conn, Download, HolderId, Slot, BLOCK_BYTES, MAX_SOURCES};
 
 /// Range requests to the origin at once.
 pub const ORIGIN_LANES: u8 = 2;
@@ -172,14 +176,40 @@ impl Download {
             self.origin_waited = true;
         }
         let waiting = self.origin_waiting();
+        // Beside other peers that lack chunks too (visitors arriving
+        // together), a block at a time (about 1 MiB): the others hear of
+        // its first chunk soon and leave the rest of it to this peer.
+        let crowd = self.holders.peer_count() > 0;
+        let block = (BLOCK_BYTES / m.chunk_size).max(1) as usize;
         let run_cap = if waiting {
             1
+        } else if crowd {
+            block
         } else {
             (ORIGIN_RUN_BYTES / m.chunk_size).max(1) as usize
         };
         let free = |slots: &[Slot], i: usize| {
             slots[i] == Slot::Missing && !held_by_peers.get(i).copied().unwrap_or(false)
         };
+        let count = self.slots.len();
+        // Alone, front to back (a streamed body gets its beginning first).
+        // In a crowd, untouched blocks (no chunk of them held by a peer or
+        // here), so that visitors arriving together ask the origin for
+        // different blocks and trade them; then whatever no peer has.
+        let mut untouched: Vec<usize> = Vec::new();
+        if crowd && !waiting {
+            let blocks = count.div_ceil(block);
+            untouched = (0..blocks)
+                .filter(|&b| {
+                    (b * block..((b + 1) * block).min(count)).all(|i| free(&self.slots, i))
+                })
+                .collect();
+            // In this download's own random order: visitors that start
+            // together, and those that learn late what the others have,
+            // rarely pick the same block.
+            untouched.sort_by_key(|&b| super::scheduler::shuffle(b as u32, self.start));
+            untouched.reverse();
+        }
         for lane in 0..ORIGIN_LANES {
             let conn = Conn {
                 holder: HolderId::Origin,
@@ -195,10 +225,35 @@ impl Download {
             if waiting && self.origin_early >= ORIGIN_EARLY_CHUNKS {
                 return;
             }
-            let Some(first) = (0..self.slots.len()).find(|&i| free(&self.slots, i)) else {
+            let next_block = std::iter::from_fn(|| untouched.pop())
+                .find(|&b| free(&self.slots, b * block))
+                .map(|b| b * block);
+            // The rest of a block another peer started is likely on its
+            // way to that peer (from the origin, or another peer): taken
+            // here only once no peer is sending this one anything.
+            let others_sending = self
+                .holders
+                .map
+                .iter()
+                .any(|(id, h)| id.peer().is_some() && h.is_sending());
+            // Alone, the lowest; in a crowd, in this download's own random
+            // order too, so that visitors left with the same few chunks do
+            // not all ask for the same one.
+            let leftover = || {
+                if crowd && others_sending {
+                    return None;
+                }
+                let mut chunks = (0..count).filter(|&i| free(&self.slots, i));
+                if crowd {
+                    chunks.min_by_key(|&i| super::scheduler::shuffle(i as u32, self.start))
+                } else {
+                    chunks.next()
+                }
+            };
+            let Some(first) = next_block.or_else(leftover) else {
                 return;
             };
-            let run: Vec<u32> = (first..self.slots.len())
+            let run: Vec<u32> = (first..count)
                 .take_while(|&i| free(&self.slots, i))
                 .take(run_cap)
                 .map(|i| i as u32)

@@ -83,7 +83,7 @@ pub fn pick(
 }
 
 /// A block's place in this download's random order.
-fn shuffle(block: u32, seed: u32) -> u32 {
+pub(super) fn shuffle(block: u32, seed: u32) -> u32 {
     // splitmix32-style mixing: neighbouring blocks land far apart.
     let mut x = block.wrapping_mul(0x9e37_79b9) ^ seed;
     x ^= x >> 16;

@@ -235,3 +235,39 @@ fn peers_not_known_yet_hold_the_origin_back_for_a_while_only() {
     assert_eq!(swarm.data(), Some(fx.data.clone()));
     assert!(swarm.holders[&ORIGIN].requests.iter().any(|&n| n > 1));
 }
+
+#[test]
+fn visitors_arriving_together_ask_the_origin_for_different_runs() {
+    // 256 chunks of 64 KiB: four runs of 4 MiB.
+    let fx = Fixture::new(16 << 20, 64 * 1024);
+    let first_runs: Vec<u32> = (0..4u32)
+        .map(|seed| {
+            let (mut dl, _) =
+                Download::with_manifest(fx.address(), fx.manifest.to_bytes(), 0, seed * 64)
+                    .unwrap();
+            dl.set_sequential(true);
+            let mut swarm = origin_swarm(&fx);
+            // Another visitor, connected, that has nothing yet.
+            swarm.add(peer(1), Holder::with(&fx, std::iter::empty()));
+            let mut actions = dl.add_origin(0);
+            actions.extend(dl.handle(Input::Holders(2), 1));
+            actions.extend(join(&mut dl, peer(1), 1));
+            let found = std::cell::Cell::new(u32::MAX);
+            swarm.pump_until(&mut dl, actions, 2, |a| match a {
+                Action::Send(c, Request::Chunks { indices, .. })
+                    if c.holder == ORIGIN && indices.len() > 1 =>
+                {
+                    found.set(indices[0]);
+                    true
+                }
+                _ => false,
+            });
+            found.get()
+        })
+        .collect();
+    let mut distinct = first_runs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{first_runs:?}");
+    assert!(!first_runs.contains(&u32::MAX), "{first_runs:?}");
+}
