@@ -264,10 +264,21 @@ pub fn publish(files: &[(&str, &[u8])]) -> PathBuf {
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
+    index_folder(&dir);
+    // nginx's workers run unprivileged.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status();
+    dir
+}
+
+/// Runs `peerpage manifest dir`, which must succeed.
+pub fn index_folder(dir: &Path) {
     let peerpage = crate::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
     let out = Command::new(peerpage)
         .arg("manifest")
-        .arg(&dir)
+        .arg(dir)
         .output()
         .unwrap();
     assert!(
@@ -275,12 +286,6 @@ pub fn publish(files: &[(&str, &[u8])]) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // nginx's workers run unprivileged.
-    let _ = Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&dir)
-        .status();
-    dir
 }
 
 /// The address the site's index gives `path`.

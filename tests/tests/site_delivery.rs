@@ -9,20 +9,8 @@ use std::process::Command;
 use serde_json::{json, Value};
 use tests::files::sha256_hex;
 use tests::site_fetch::fetch_url;
+use tests::site_origin::{fresh_folder, index_folder, noise};
 use tests::{Broker, ChromeDriver, Visitor};
-
-/// Bytes that do not compress or repeat.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -48,13 +36,7 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     else {
         return;
     };
-    // Named by the clock: process ids repeat across test namespaces.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let www = std::env::temp_dir().join(format!("site-delivery-{nanos:x}"));
-    let _ = std::fs::remove_dir_all(&www);
+    let www = fresh_folder("delivery");
     copy_dir(&tests::test_www_dir().unwrap(), &www);
     let site = www.join("site");
     std::fs::create_dir_all(&site).unwrap();
@@ -62,17 +44,7 @@ async fn a_lone_visitor_gets_a_sites_files_from_the_origin_verified() {
     std::fs::write(site.join("big.bin"), &big).unwrap();
     let tampered = noise(600 * 1024, 9);
     std::fs::write(site.join("tampered.bin"), &tampered).unwrap();
-    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
-    let out = Command::new(peerpage)
-        .arg("manifest")
-        .arg(&site)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    index_folder(&site);
     // Changed on the origin after it was indexed; and a file not listed.
     let mut changed = tampered.clone();
     changed[300 * 1024] ^= 1;
@@ -128,11 +100,7 @@ async fn the_demo_shows_its_files_and_a_second_visitor_takes_them_from_the_first
     ) else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let www = std::env::temp_dir().join(format!("site-demo-{nanos:x}"));
+    let www = fresh_folder("demo");
     copy_dir(&tests::test_www_dir().unwrap(), &www);
     let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../www/demo");
     let files = www.join("demo/files");
@@ -149,17 +117,7 @@ async fn the_demo_shows_its_files_and_a_second_visitor_takes_them_from_the_first
     assert!(made.success());
     let big = noise(12 << 20, 11);
     std::fs::write(files.join("big.bin"), &big).unwrap();
-    let peerpage = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
-    let out = Command::new(peerpage)
-        .arg("manifest")
-        .arg(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    index_folder(&files);
     let total = std::fs::metadata(files.join("photo.png")).unwrap().len() + big.len() as u64;
 
     let broker = Broker::start(&www, false).unwrap();

@@ -165,6 +165,51 @@ async fn an_origin_without_ranges_still_serves_verified_and_a_changed_file_is_re
 }
 
 #[tokio::test]
+async fn a_file_that_changes_on_the_origin_mid_fetch_is_refused() {
+    let Some(run) = tests::run::start("a_file_that_changes_on_the_origin_mid_fetch_is_refused")
+    else {
+        return;
+    };
+    let big = noise(BIG / 2, 7);
+    let site = publish(&[("big.bin", &big)]);
+    // Slow enough to change the file between two range requests.
+    let s = setup(&site, &test_pkg(), "limit_rate 1m;", 1).await;
+    let v = &s.visitors[0];
+
+    run.step("the file is replaced after the first range answered");
+    start(v, "big", &s.origin.site_url("/big.bin"), none()).await;
+    let address = address_of(&site, "big.bin");
+    v.poll(
+        "the first bytes",
+        tests::PAGE_TIMEOUT,
+        "const last = (window.events || []).filter((e) => e.type === 'status'
+           && e.address === arguments[0] && e.fromOrigin !== undefined).pop();
+         return last ? last.fromOrigin : 0;",
+        vec![json!(address)],
+        |v| (v.as_u64().unwrap_or(0) > 0).then_some(()),
+    )
+    .await;
+    // A new file under the same name: nginx's ETag changes with it.
+    let mut other = big.clone();
+    other[0] ^= 1;
+    let tmp = site.join("big.bin.new");
+    std::fs::write(&tmp, &other).unwrap();
+    std::fs::rename(&tmp, site.join("big.bin")).unwrap();
+    let got = finish(v, "big").await;
+    assert_eq!(got["hash"], Value::Null, "{got}");
+    let error = got["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("big.bin")
+            && error.contains("changed")
+            && error.contains("peerpage manifest"),
+        "{got}"
+    );
+    let log = s.origin.access_log();
+    assert!(log.lines().any(|l| l.contains("/big.bin 412")), "{log}");
+    let _ = std::fs::remove_dir_all(&site);
+}
+
+#[tokio::test]
 async fn an_aborted_fetch_stops() {
     let Some(run) = tests::run::start("an_aborted_fetch_stops") else {
         return;

@@ -148,6 +148,7 @@ impl Inner {
                 )
             })?;
         download.set_sequential(true);
+        download.set_me(self.signaling.id);
         let fetch = Fetch {
             download,
             serial: next_serial(),

@@ -143,6 +143,8 @@ pub struct Download {
     origin_early: usize,
     /// Whether the wait for peers to be known is over.
     origin_waited: bool,
+    /// This peer's id, if the caller said (see [`Download::set_me`]).
+    me: Option<crate::ids::PeerId>,
 }
 
 impl Download {
@@ -167,6 +169,7 @@ impl Download {
             origin_since: now,
             origin_early: 0,
             origin_waited: false,
+            me: None,
         }
     }
 

@@ -15,16 +15,34 @@
 //!   visitor all of them, front to back, [`ORIGIN_RUN_BYTES`] a request;
 //!   beside other peers that lack chunks too (visitors arriving together),
 //!   a block (about 1 MiB) at a time, untouched blocks first in this
-//!   download's own random order, so that they ask for different blocks
-//!   and trade them;
+//!   download's own random order, only those it owns (rendezvous hashing
+//!   of peer ids, the same for all of them) while peers are sending it
+//!   anything, so that they ask for different blocks and trade them;
 //! * chunks late at a peer (the endgame, [`super::ENDGAME_LATE_MS`]).
 
 use crate::availability::Availability;
-use crate::ids::ContentId;
+use crate::ids::{ContentId, PeerId};
 use crate::manifest::{Manifest, ManifestError};
 
 use super::requests::request;
 use super::{Action, Conn, Download, HolderId, Slot, BLOCK_BYTES, MAX_SOURCES};
+
+/// Which of `members` owns block `block` (see `schedule_origin`).
+fn owner(members: &[PeerId], block: u32) -> PeerId {
+    let weight = |m: &PeerId| {
+        let mut x = (m.0.as_u128() as u64) ^ ((m.0.as_u128() >> 64) as u64);
+        x ^= u64::from(block).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    };
+    *members
+        .iter()
+        .max_by_key(|m| weight(m))
+        .expect("at least this peer")
+}
 
 /// Range requests to the origin at once.
 pub const ORIGIN_LANES: u8 = 2;
@@ -66,6 +84,13 @@ impl Download {
             download.schedule(now, &mut out);
         }
         Ok((download, out))
+    }
+
+    /// This peer's own id (from the broker), so that peers fetching the
+    /// same content from the origin together can split it (see
+    /// `schedule_origin`).
+    pub fn set_me(&mut self, me: Option<PeerId>) {
+        self.me = me;
     }
 
     /// Equally rare chunks come front to back (see
@@ -210,6 +235,27 @@ impl Download {
             untouched.sort_by_key(|&b| super::scheduler::shuffle(b as u32, self.start));
             untouched.reverse();
         }
+        // Whether a peer is sending this one anything.
+        let others_sending = self
+            .holders
+            .map
+            .iter()
+            .any(|(id, h)| id.peer().is_some() && h.is_sending());
+        // A block is heard of only once its first chunk reached the peer
+        // that asked the origin for it, so two peers may pick the same one
+        // meanwhile. Each block has an owner among this peer and the
+        // connected peers that lack chunks too, the same for all of them
+        // (rendezvous hashing of peer ids): a peer asks the origin for the
+        // blocks it owns, and for others' only once no peer is sending it
+        // anything (an owner that left or stalled).
+        if let (Some(me), true) = (self.me, others_sending) {
+            let mut members: Vec<PeerId> = vec![me];
+            members.extend(self.holders.map.iter().filter_map(|(id, h)| {
+                let partial = h.has.as_ref().is_some_and(|has| !has.is_full());
+                id.peer().filter(|_| partial)
+            }));
+            untouched.retain(|&b| owner(&members, b as u32) == me);
+        }
         for lane in 0..ORIGIN_LANES {
             let conn = Conn {
                 holder: HolderId::Origin,
@@ -231,11 +277,6 @@ impl Download {
             // The rest of a block another peer started is likely on its
             // way to that peer (from the origin, or another peer): taken
             // here only once no peer is sending this one anything.
-            let others_sending = self
-                .holders
-                .map
-                .iter()
-                .any(|(id, h)| id.peer().is_some() && h.is_sending());
             // Alone, the lowest; in a crowd, in this download's own random
             // order too, so that visitors left with the same few chunks do
             // not all ask for the same one.
@@ -266,6 +307,39 @@ impl Download {
             }
             let c = self.holders.conn_mut(&conn).expect("checked above");
             request(c, conn, run, self.content, now, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> PeerId {
+        PeerId(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn every_member_owns_about_its_share_of_blocks_whatever_the_order() {
+        let members = [id(1), id(2), id(3), id(4)];
+        let mut reversed = members;
+        reversed.reverse();
+        let mut owned = [0u32; 4];
+        for b in 0..4096 {
+            let o = owner(&members, b);
+            assert_eq!(o, owner(&reversed, b), "the same for everyone");
+            owned[members.iter().position(|m| *m == o).unwrap()] += 1;
+        }
+        assert!(
+            owned.iter().all(|&n| (824..=1224).contains(&n)),
+            "{owned:?}"
+        );
+        // A member that leaves hands on only its own blocks.
+        for b in 0..4096 {
+            let before = owner(&members, b);
+            if before != id(4) {
+                assert_eq!(owner(&members[..3], b), before);
+            }
         }
     }
 }
