@@ -15,7 +15,8 @@ use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
-use protocol::manifest::MAX_MANIFEST_BYTES;
+use protocol::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use protocol::release::{index_path, SignedRelease};
 use protocol::site::{SiteIndex, MANIFEST_DIR};
 use protocol::ContentId;
 use wasm_bindgen::prelude::*;
@@ -156,7 +157,7 @@ async fn index_at(indexes: &Rc<RefCell<Indexes>>, url: &str) -> Option<Rc<SiteIn
         return rx.await.ok().flatten();
     }
     let index = match get_bytes(url, protocol::site::MAX_INDEX_BYTES).await {
-        Ok(Some(bytes)) => match SiteIndex::parse(&bytes) {
+        Ok(Some(bytes)) => match index_of(url, &bytes).await {
             Ok(index) => Some(Rc::new(index)),
             Err(e) => {
                 web_sys::console::warn_1(
@@ -181,6 +182,43 @@ async fn index_at(indexes: &Rc<RefCell<Indexes>>, url: &str) -> Option<Rc<SiteIn
         }
     }
     index
+}
+
+/// The index that `bytes`, served at `url`, is or names: an index, or a
+/// release record whose index is fetched beside it and checked against the
+/// record's address (its signature is the business of following a site:
+/// here the origin is trusted as a plain fetch would be).
+async fn index_of(url: &str, bytes: &[u8]) -> Result<SiteIndex, String> {
+    let record = match SiteIndex::parse(bytes) {
+        Ok(index) => return Ok(index),
+        Err(not_index) => SignedRelease::parse(bytes).map_err(|_| not_index.to_string())?,
+    };
+    let address = record.release.index;
+    let at = |path: String| {
+        Url::new_with_base(&path, url)
+            .map(|u| u.href())
+            .map_err(|e| js_text(&e))
+    };
+    let manifest_bytes = get_bytes(
+        &at(format!("{MANIFEST_DIR}/{address}"))?,
+        MAX_MANIFEST_BYTES,
+    )
+    .await?
+    .ok_or("the release's index has no manifest")?;
+    let manifest = Manifest::verify(&address, &manifest_bytes).map_err(|e| e.to_string())?;
+    let limit = protocol::site::MAX_INDEX_BYTES.min(manifest.size as usize);
+    let index_bytes = get_bytes(&at(index_path(&address))?, limit)
+        .await?
+        .ok_or("the release's index is missing")?;
+    let whole = index_bytes.len() as u64 == manifest.size
+        && (0..manifest.chunk_count()).all(|i| {
+            let start = i as usize * manifest.chunk_size as usize;
+            manifest.chunk_matches(i, &index_bytes[start..start + manifest.chunk_len(i)])
+        });
+    if !whole {
+        return Err("the release's index does not match its address".into());
+    }
+    SiteIndex::parse(&index_bytes).map_err(|e| e.to_string())
 }
 
 fn abort_error() -> JsValue {

@@ -22,9 +22,25 @@ struct Listed {
     manifest: Option<Vec<u8>>,
 }
 
+/// An index made of a folder, its manifests and cache written.
+pub struct Built {
+    pub index: SiteIndex,
+    /// What was done, for the user.
+    pub summary: String,
+}
+
 /// Indexes `dir`: hashes what changed, writes the manifests, the index
 /// and the cache. Writes nothing if any file cannot be listed.
 pub fn write(dir: &Path, include: &[String]) -> anyhow::Result<String> {
+    let built = build(dir, include)?;
+    let index_path = dir.join(INDEX_FILE);
+    write_atomically(&index_path, &built.index.to_bytes())
+        .with_context(|| format!("cannot write {}", index_path.display()))?;
+    Ok(format!("{}: {}", built.summary, index_path.display()))
+}
+
+/// Indexes `dir` as [`write`] does, without writing the index itself.
+pub fn build(dir: &Path, include: &[String]) -> anyhow::Result<Built> {
     let manifests = dir.join(MANIFEST_DIR);
     let old = State::load(&manifests);
     let (listed, hashed) = list(dir, include, |found| {
@@ -56,9 +72,6 @@ pub fn write(dir: &Path, include: &[String]) -> anyhow::Result<String> {
         );
         state.files.insert(file.relative, file.seen);
     }
-    let index_path = dir.join(INDEX_FILE);
-    write_atomically(&index_path, &index.to_bytes())
-        .with_context(|| format!("cannot write {}", index_path.display()))?;
     // Only a cache: a failure costs the next run a rehash, nothing more.
     if let Err(e) = state.save(&manifests) {
         eprintln!(
@@ -66,12 +79,12 @@ pub fn write(dir: &Path, include: &[String]) -> anyhow::Result<String> {
         );
     }
     let count = index.files.len();
-    Ok(format!(
-        "indexed {count} files, {} ({hashed} hashed, {} unchanged): {}",
+    let summary = format!(
+        "indexed {count} files, {} ({hashed} hashed, {} unchanged)",
         human(bytes),
         count - hashed,
-        index_path.display()
-    ))
+    );
+    Ok(Built { index, summary })
 }
 
 /// Verifies `dir`'s index: every file rehashed and compared with it, each
@@ -84,9 +97,21 @@ pub fn check(dir: &Path, include: &[String]) -> anyhow::Result<String> {
             index_path.display()
         )
     })?;
-    let index = SiteIndex::parse(&bytes).with_context(|| index_path.display().to_string())?;
-    let (listed, _) = list(dir, include, |_| None)?;
     let mut problems = Vec::new();
+    let index = match protocol::release::SignedRelease::parse(&bytes) {
+        // A released folder: the index is content of the release.
+        Ok(record) => {
+            if let Err(why) = crate::release::verify(&record) {
+                problems.push(format!("{INDEX_FILE}: {why}"));
+            }
+            let path = dir.join(protocol::release::index_path(&record.release.index));
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read the release's index {}", path.display()))?;
+            SiteIndex::parse(&bytes).with_context(|| path.display().to_string())?
+        }
+        Err(_) => SiteIndex::parse(&bytes).with_context(|| index_path.display().to_string())?,
+    };
+    let (listed, _) = list(dir, include, |_| None)?;
     for file in &listed {
         match index.files.get(&file.url) {
             None => problems.push(format!("{}: not in the index", file.relative)),

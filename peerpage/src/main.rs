@@ -1,6 +1,8 @@
 //! `peerpage`: the publisher's tool. `peerpage manifest DIR` indexes a
 //! site's static files so that visitors can take them from each other
 //! (see `protocol::site`); `--check` verifies an index against the files.
+//! `peerpage keygen` and `peerpage release` sign releases of the index
+//! (see `protocol::release`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod hash_file;
 mod index_dir;
+mod release;
 mod state;
 mod walk;
 
@@ -40,6 +43,31 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Makes a site's key pair: the secret key goes to KEYFILE (mode 0600;
+    /// never over an existing file), the public key is the last line
+    /// printed. Visitors follow the public key.
+    Keygen {
+        /// Where the secret key goes.
+        keyfile: PathBuf,
+    },
+    /// Indexes DIR as `manifest` does and signs a release of it: the index
+    /// becomes content (DIR/.peerpage/<address>.json and its manifest) and
+    /// DIR/peerpage.json the signed record (site key, seq one more than the
+    /// release already there, creation time, expiry, the index's address).
+    Release {
+        /// The folder the site's files are served from.
+        dir: PathBuf,
+        /// The secret key from `peerpage keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the release stays valid: 30d, 12h, 90m, 3600s.
+        #[arg(long, default_value = "30d", value_parser = release::parse_duration)]
+        expires: std::time::Duration,
+        /// List only files matching this pattern (repeatable), as for
+        /// `manifest`.
+        #[arg(long = "include", value_name = "GLOB")]
+        include: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +84,13 @@ fn main() -> ExitCode {
                 index_dir::write(&dir, &include)
             }
         }
+        Command::Keygen { keyfile } => release::keygen(&keyfile),
+        Command::Release {
+            dir,
+            key,
+            expires,
+            include,
+        } => release::release(&dir, &include, &key, expires).map(|(summary, _)| summary),
     };
     match result {
         Ok(summary) => {

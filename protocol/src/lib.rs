@@ -14,6 +14,8 @@
 //!   and sends, in what order, within what send budget (sans IO).
 //! * [`site`]: a site's index (`peerpage.json`): which of its files
 //!   visitors take from each other, by URL path.
+//! * [`release`]: a site's signed release record (which index is
+//!   current, signed by the site's key).
 //! * [`download`]: the want -> connect -> receive -> verify -> hold state
 //!   machine, free of browser types so that it is tested natively.
 
@@ -23,6 +25,7 @@ pub mod download;
 pub mod ids;
 pub mod links;
 pub mod manifest;
+pub mod release;
 pub mod serve;
 pub mod signaling;
 pub mod site;

@@ -288,6 +288,36 @@ pub fn index_folder(dir: &Path) {
     );
 }
 
+/// Signs a release of `dir` with a fresh key (`peerpage keygen` into
+/// `keys`, then `peerpage release`); returns the site's public key.
+pub fn release_folder(dir: &Path, keys: &Path) -> String {
+    let peerpage = crate::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let key = keys.join("site.key");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(&peerpage).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let public = if key.exists() {
+        String::new()
+    } else {
+        let said = run(&["keygen".as_ref(), key.as_os_str()]);
+        said.lines().last().unwrap_or_default().to_owned()
+    };
+    run(&[
+        "release".as_ref(),
+        dir.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+    ]);
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+    public
+}
+
 /// The address the site's index gives `path`.
 pub fn address_of(site: &Path, path: &str) -> String {
     let index: Value =

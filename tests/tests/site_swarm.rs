@@ -210,6 +210,30 @@ async fn a_file_that_changes_on_the_origin_mid_fetch_is_refused() {
 }
 
 #[tokio::test]
+async fn a_released_sites_files_come_through_its_release() {
+    let Some(run) = tests::run::start("a_released_sites_files_come_through_its_release") else {
+        return;
+    };
+    let big = noise(BIG / 4, 8);
+    let site = publish(&[("big.bin", &big)]);
+    let keys = tests::site_origin::fresh_folder("keys");
+    let public = tests::site_origin::release_folder(&site, &keys);
+    assert_eq!(public.len(), 43, "{public}");
+    let s = setup(&site, &test_pkg(), "", 1).await;
+
+    run.step("peerpage.json is a signed record; the index comes from its address");
+    let got = fetch_url(&s.visitors[0], &s.origin.site_url("/big.bin"), none()).await;
+    assert_eq!(got["hash"], sha256_hex(&big), "{got}");
+    assert_eq!(
+        got["fromOrigin"],
+        (BIG / 4) as u64,
+        "through the peer: {got}"
+    );
+    let _ = std::fs::remove_dir_all(&site);
+    let _ = std::fs::remove_dir_all(&keys);
+}
+
+#[tokio::test]
 async fn an_aborted_fetch_stops() {
     let Some(run) = tests::run::start("an_aborted_fetch_stops") else {
         return;
