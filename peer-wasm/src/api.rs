@@ -264,6 +264,30 @@ impl Peer {
         )
     }
 
+    /// Follows the site whose release record is at `indexUrl` (its
+    /// `peerpage.json`), signed by `publicKey` (as `peerpage keygen`
+    /// printed it): resolves with `{site, seq, created, expires, index}`
+    /// once its release is verified, and `fetchUrl` then serves the site's
+    /// files from that release's index only. A record whose signature does
+    /// not verify, older than one this browser saw (kept across reloads),
+    /// of the same `seq` but other bytes, expired, or whose index does not
+    /// match its address is refused with `{type: "warning", site,
+    /// message}` and the release in use stays; an applied one is told as
+    /// `{type: "release", site, seq, changed}` (the paths that changed).
+    #[wasm_bindgen(js_name = followSite)]
+    pub fn follow_site(
+        &self,
+        #[wasm_bindgen(js_name = indexUrl)] index_url: String,
+        #[wasm_bindgen(js_name = publicKey)] public_key: String,
+    ) -> Promise {
+        crate::follow::follow_site(
+            Rc::downgrade(&self.inner),
+            self.indexes.clone(),
+            index_url,
+            public_key,
+        )
+    }
+
     /// Size, media type and name of held or half-fetched content:
     /// `{size, type, name}`, or `undefined` before the manifest arrived.
     /// Name and type are made safe to show and to save under (see

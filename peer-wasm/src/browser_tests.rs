@@ -185,3 +185,62 @@ async fn the_disk_store_reads_back_what_it_wrote_and_forgets_what_it_removed() {
     let error = js_sys::Reflect::get(&gone, &"error".into()).unwrap();
     assert!(error.as_string().is_some(), "{gone:?}");
 }
+
+fn hex_bytes<const N: usize>(s: &str) -> [u8; N] {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+/// RFC 8032, section 7.1, tests 1 to 3 (public key, message, signature),
+/// the vectors `peerpage`'s signer is tested against too.
+#[wasm_bindgen_test]
+async fn webcrypto_verifies_the_rfc_8032_vectors() {
+    let vectors = [
+        (
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            "",
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+        ),
+        (
+            "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            "72",
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+        ),
+        (
+            "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+            "af82",
+            "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+        ),
+    ];
+    for (public, message, signature) in vectors {
+        let (public, signature) = (hex_bytes::<32>(public), hex_bytes::<64>(signature));
+        let message = hex::decode(message).unwrap();
+        let ok = crate::signature::verify_ed25519(&public, &message, &signature).await;
+        assert!(ok.unwrap(), "vector with message {message:?}");
+        let mut flipped = signature;
+        flipped[10] ^= 1;
+        let bad = crate::signature::verify_ed25519(&public, &message, &flipped).await;
+        assert!(!bad.unwrap(), "a changed signature must not verify");
+    }
+}
+
+/// The record `peerpage`'s tests check they sign: verified here for its
+/// key, refused for another key and once changed.
+#[wasm_bindgen_test]
+async fn a_release_signed_natively_verifies_in_the_browser() {
+    use protocol::release::{SignedRelease, SiteKey};
+    let fixture = include_str!("../../peerpage/tests/fixtures/signed_release.json");
+    let record = SignedRelease::parse(fixture.as_bytes()).unwrap();
+    let key = record.release.site;
+    crate::signature::verify_release(&record, &key)
+        .await
+        .unwrap();
+    let other = SiteKey([7; 32]);
+    assert!(crate::signature::verify_release(&record, &other)
+        .await
+        .is_err());
+    let mut later = record.clone();
+    later.release.seq += 1;
+    let refused = crate::signature::verify_release(&later, &key).await;
+    let message = format!("{:?}", refused.expect_err("a changed record"));
+    assert!(message.contains("does not verify"), "{message}");
+}

@@ -23,6 +23,24 @@ pub enum Event {
     /// Something went wrong with a holder, but the download goes on.
     /// Shown made safe (see [`protocol::display`]): it may quote a holder.
     Warning(ContentId, String),
+    /// A followed site's release was refused (the previous one stays in
+    /// use), or could not be fetched.
+    SiteWarning {
+        /// The site's key.
+        site: String,
+        /// Why.
+        message: String,
+    },
+    /// A followed site's newer release was verified and applied.
+    Release {
+        /// The site's key.
+        site: String,
+        /// Its `seq`.
+        seq: u64,
+        /// Paths whose files changed since the release before (all, for
+        /// the first one this page saw).
+        changed: Vec<String>,
+    },
     /// A file being shared was hashed up to `done` of `total` bytes.
     Preparing {
         /// File name, as the page gave it (handed back as it is, so that
@@ -105,6 +123,18 @@ impl Event {
                 set(&obj, "name", name.as_str().into());
                 set(&obj, "done", (*done as f64).into());
                 set(&obj, "total", (*total as f64).into());
+            }
+            Event::SiteWarning { site, message } => {
+                set(&obj, "type", "warning".into());
+                set(&obj, "site", site.as_str().into());
+                set(&obj, "message", safe_text(message, WARNING_CHARS).into());
+            }
+            Event::Release { site, seq, changed } => {
+                set(&obj, "type", "release".into());
+                set(&obj, "site", site.as_str().into());
+                set(&obj, "seq", (*seq as f64).into());
+                let paths: Array = changed.iter().map(|p| JsValue::from_str(p)).collect();
+                set(&obj, "changed", paths.into());
             }
             Event::Warning(c, message) => {
                 set(&obj, "type", "warning".into());

@@ -10,6 +10,8 @@
 //! * `arrivals`: chunks in transit, kept in JavaScript memory.
 //! * `store`: content held and served, and where its bytes live.
 //! * `site`: `fetchUrl`, a site's listed files from peers and the origin.
+//! * `signature`: Ed25519 signatures of sites' releases, with WebCrypto.
+//! * `follow`: `followSite`, a site's signed releases checked and applied.
 //! * `disk`: the disk store for big content (origin private file system,
 //!   written and read by the worker in `disk_worker.js`).
 //! * `hashing`: SHA-256 with WebCrypto or in wasm, and describing a shared
@@ -26,9 +28,11 @@ mod broker;
 mod disk;
 mod error;
 mod events;
+mod follow;
 mod hashing;
 mod peer;
 mod rtc;
+mod signature;
 mod site;
 mod store;
 mod warm_up;

@@ -29,10 +29,14 @@ use web_sys::{
 use crate::peer::{Inner, Origin};
 use crate::store::ChunkRead;
 
-/// Site indexes by URL: being fetched, or as they turned out.
+/// Site indexes by URL: being fetched, or as they turned out; and those of
+/// followed sites (see `crate::follow`), which come only from verified
+/// releases.
 #[derive(Default)]
 pub struct Indexes {
     map: HashMap<String, Entry>,
+    /// Index URLs of followed sites, and their verified index, once any.
+    pub followed: HashMap<String, Option<Rc<SiteIndex>>>,
 }
 
 enum Entry {
@@ -106,9 +110,23 @@ fn listed_request(input: &JsValue, init: &JsValue) -> Result<Option<Listed>, JsV
 }
 
 /// `GET url` as bytes, at most `limit` of them; `None` if not found.
-async fn get_bytes(url: &str, limit: usize) -> Result<Option<Vec<u8>>, String> {
+pub async fn get_bytes(url: &str, limit: usize) -> Result<Option<Vec<u8>>, String> {
+    get(url, limit, false).await
+}
+
+/// As [`get_bytes`], revalidated with the server whatever the cache holds
+/// (a release record must be the server's current one).
+pub async fn get_fresh(url: &str, limit: usize) -> Result<Option<Vec<u8>>, String> {
+    get(url, limit, true).await
+}
+
+async fn get(url: &str, limit: usize, fresh: bool) -> Result<Option<Vec<u8>>, String> {
     let window = web_sys::window().ok_or("no window")?;
-    let response: Response = JsFuture::from(window.fetch_with_str(url))
+    let init = web_sys::RequestInit::new();
+    if fresh {
+        init.set_cache(web_sys::RequestCache::NoCache);
+    }
+    let response: Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
         .await
         .map_err(|e| js_text(&e))?
         .unchecked_into();
@@ -138,6 +156,11 @@ async fn get_bytes(url: &str, limit: usize) -> Result<Option<Vec<u8>>, String> {
 /// The index at `url`, fetched once; `None` if there is none or it is
 /// not valid (then the site is fetched plainly).
 async fn index_at(indexes: &Rc<RefCell<Indexes>>, url: &str) -> Option<Rc<SiteIndex>> {
+    // A followed site's index is its newest verified release's, or none
+    // (a plain fetch) until one is verified.
+    if let Some(verified) = indexes.borrow().followed.get(url) {
+        return verified.clone();
+    }
     let rx = {
         let mut map = indexes.borrow_mut();
         match map.map.get_mut(url) {
@@ -193,6 +216,13 @@ async fn index_of(url: &str, bytes: &[u8]) -> Result<SiteIndex, String> {
         Ok(index) => return Ok(index),
         Err(not_index) => SignedRelease::parse(bytes).map_err(|_| not_index.to_string())?,
     };
+    release_index(url, &record).await
+}
+
+/// The index of `record`, served beside the record at `url`: its manifest
+/// checked against the record's address and its bytes against the
+/// manifest.
+pub async fn release_index(url: &str, record: &SignedRelease) -> Result<SiteIndex, String> {
     let address = record.release.index;
     let at = |path: String| {
         Url::new_with_base(&path, url)

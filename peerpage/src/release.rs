@@ -236,11 +236,12 @@ mod tests {
 mod fixture {
     use super::*;
 
-    /// Prints a record signed with the RFC 8032 test 1 key, for the
-    /// browser's verifier test (`cargo test -p peerpage print_fixture -- --ignored --nocapture`).
+    /// The record the browser's verifier checks too (`peer-wasm`'s
+    /// `browser_tests`): signed with RFC 8032's test 1 key.
+    const FIXTURE: &str = include_str!("../tests/fixtures/signed_release.json");
+
     #[test]
-    #[ignore]
-    fn print_fixture() {
+    fn the_shared_fixture_is_what_this_signer_makes() {
         let secret: [u8; 32] =
             hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
                 .unwrap()
@@ -260,6 +261,10 @@ mod fixture {
             release,
             signature: text::encode(&signature.to_bytes()),
         };
-        println!("{}", String::from_utf8(record.to_bytes()).unwrap());
+        assert_eq!(String::from_utf8(record.to_bytes()).unwrap(), FIXTURE);
+        assert_eq!(
+            verify(&SignedRelease::parse(FIXTURE.as_bytes()).unwrap()),
+            Ok(())
+        );
     }
 }

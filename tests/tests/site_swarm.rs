@@ -264,3 +264,166 @@ async fn an_aborted_fetch_stops() {
     );
     let _ = std::fs::remove_dir_all(&site);
 }
+
+/// `peer.followSite(url, key)`: `{ok: {seq, …}}` or `{error: message}`.
+async fn follow(v: &tests::Visitor, url: &str, key: &str) -> Value {
+    v.client()
+        .execute_async(
+            "const [url, key, done] = arguments;
+             (async () => {
+               while (!window.peer) await new Promise((ok) => setTimeout(ok, 20));
+               return { ok: await window.peer.followSite(url, key) };
+             })().then(done, (e) => done({ error: String(e && e.message || e) }));",
+            vec![json!(url), json!(key)],
+        )
+        .await
+        .unwrap()
+}
+
+/// Gives `path` a modification time of its own: nginx's ETag is made of
+/// the time (in seconds) and the size, and records of the same size
+/// written within a second would look alike to the browser's cache.
+fn bump(path: &std::path::Path) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000_000_000);
+    let at = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let touched = std::process::Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{at}"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+}
+
+fn peerpage(args: &[&std::ffi::OsStr]) {
+    let bin = tests::broker::workspace_bin("peerpage", "PEERPAGE_BIN").unwrap();
+    let out = std::process::Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_followed_sites_releases_are_checked_before_they_are_used() {
+    let Some(run) = tests::run::start("a_followed_sites_releases_are_checked_before_they_are_used")
+    else {
+        return;
+    };
+    let (a, b1, b2) = (
+        noise(600 << 10, 31),
+        noise(300 << 10, 32),
+        noise(300 << 10, 33),
+    );
+    let site = publish(&[("a.bin", &a), ("b.bin", &b1)]);
+    let keys = tests::site_origin::fresh_folder("keys");
+    let key = tests::site_origin::release_folder(&site, &keys);
+    let s = setup(&site, &test_pkg(), "", 1).await;
+    let v = &s.visitors[0];
+    let record_url = s.origin.site_url("/peerpage.json");
+    let release = |expires: &str| {
+        peerpage(&[
+            "release".as_ref(),
+            site.as_os_str(),
+            "--key".as_ref(),
+            keys.join("site.key").as_os_str(),
+            "--expires".as_ref(),
+            expires.as_ref(),
+        ]);
+        let _ = std::process::Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&site)
+            .status();
+        bump(&site.join("peerpage.json"));
+    };
+    let events = |kind: &'static str| async move {
+        v.js(
+            "return window.events.filter((e) => e.type === arguments[0] && e.site)",
+            vec![json!(kind)],
+        )
+        .await
+    };
+
+    run.step("release 1 followed, its files fetched through it");
+    let first = follow(v, &record_url, &key).await;
+    assert_eq!(first["ok"]["seq"], 1, "{first}");
+    let got = fetch_url(v, &s.origin.site_url("/a.bin"), none()).await;
+    assert_eq!(got["hash"], sha256_hex(&a), "{got}");
+    let released = events("release").await;
+    assert_eq!(
+        released[0]["changed"],
+        json!(["a.bin", "b.bin"]),
+        "{released}"
+    );
+    let release_1 = std::fs::read(site.join("peerpage.json")).unwrap();
+
+    run.step("release 2 changes b.bin");
+    std::fs::write(site.join("b.bin"), &b2).unwrap();
+    release("30d");
+    let second = follow(v, &record_url, &key).await;
+    assert_eq!(second["ok"]["seq"], 2, "{second}");
+    let released = events("release").await;
+    assert_eq!(released[1]["changed"], json!(["b.bin"]), "{released}");
+    let release_2 = std::fs::read(site.join("peerpage.json")).unwrap();
+
+    let refused = |said: Value, what: &str| {
+        let error = said["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(what), "expected {what:?}: {said}");
+    };
+    run.step("a rolled-back record is refused, also after a reload");
+    std::fs::write(site.join("peerpage.json"), &release_1).unwrap();
+    bump(&site.join("peerpage.json"));
+    refused(follow(v, &record_url, &key).await, "older than release 2");
+    v.goto(&s.origin.page_url(&format!(
+        "/page.html?broker={}",
+        v.js("return new URLSearchParams(location.search).get('broker')", vec![])
+            .await
+            .as_str()
+            .unwrap()
+    )))
+    .await;
+    refused(follow(v, &record_url, &key).await, "older than release 2");
+
+    run.step("a forged record is refused");
+    let other_keys = tests::site_origin::fresh_folder("other-keys");
+    let copy = publish(&[("a.bin", &a)]);
+    let other = tests::site_origin::release_folder(&copy, &other_keys);
+    let forged = String::from_utf8(std::fs::read(copy.join("peerpage.json")).unwrap())
+        .unwrap()
+        .replace(&other, &key);
+    std::fs::write(site.join("peerpage.json"), forged).unwrap();
+    bump(&site.join("peerpage.json"));
+    refused(follow(v, &record_url, &key).await, "does not verify");
+
+    run.step("an expired record is refused");
+    std::fs::write(site.join("peerpage.json"), &release_2).unwrap();
+    bump(&site.join("peerpage.json"));
+    release("1s");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    refused(follow(v, &record_url, &key).await, "expired");
+
+    run.step("a record whose index was tampered with is refused");
+    release("30d");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(site.join("peerpage.json")).unwrap()).unwrap();
+    let index_file = site.join(".peerpage").join(format!(
+        "{}.json",
+        record["release"]["index"].as_str().unwrap()
+    ));
+    let tampered = String::from_utf8(std::fs::read(&index_file).unwrap())
+        .unwrap()
+        .replacen("octet-stream", "octet-strean", 1);
+    std::fs::write(&index_file, tampered).unwrap();
+    bump(&index_file);
+    refused(follow(v, &record_url, &key).await, "does not match");
+    let warnings = events("warning").await;
+    assert!(warnings.as_array().unwrap().len() >= 4, "{warnings}");
+
+    run.step("the release in use is still release 2's");
+    let got = fetch_url(v, &s.origin.site_url("/b.bin"), none()).await;
+    assert_eq!(got["hash"], sha256_hex(&b2), "{got}");
+    for dir in [&site, &keys, &other_keys, &copy] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
