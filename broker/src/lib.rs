@@ -25,6 +25,7 @@ pub mod registry;
 pub mod routes;
 pub mod security_headers;
 pub mod session;
+pub mod sites;
 pub mod turn;
 pub mod upgrade;
 
@@ -52,6 +53,8 @@ pub struct State<R> {
     pub connections: Arc<Semaphore>,
     /// Open WebSockets per client address.
     pub per_address: Arc<admission::PerAddress>,
+    /// Sites' latest releases and their followers.
+    pub sites: sites::Sites,
 }
 
 /// Serves the broker on `listener` with the in-process registry until
@@ -112,6 +115,7 @@ pub async fn run_with<R: Registry>(
         registry,
         connections: Arc::new(Semaphore::new(config.max_connections)),
         per_address: Arc::default(),
+        sites: sites::Sites::default(),
         config,
         metrics,
         shutdown: stop_rx,

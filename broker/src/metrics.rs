@@ -54,7 +54,7 @@ pub struct Metrics {
     errors: [AtomicU64; CODES.len()],
 }
 
-const CODES: [ErrorCode; 11] = [
+const CODES: [ErrorCode; 12] = [
     ErrorCode::BadJson,
     ErrorCode::UnknownType,
     ErrorCode::BadMessage,
@@ -66,6 +66,7 @@ const CODES: [ErrorCode; 11] = [
     ErrorCode::RateLimited,
     ErrorCode::UnexpectedAnswer,
     ErrorCode::PeerBusy,
+    ErrorCode::BadRelease,
 ];
 
 fn code_index(code: ErrorCode) -> usize {

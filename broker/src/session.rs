@@ -202,6 +202,7 @@ async fn serve_as<R: Registry>(
     };
 
     state.registry.disconnect(id).await;
+    state.sites.forget(id);
     state.metrics.peers.fetch_sub(1, Relaxed);
     drop(session);
     Box::pin(say_goodbye(ws, close)).await;
@@ -411,6 +412,31 @@ impl<R: Registry> Session<R> {
                     );
                 }
                 registry.ready(self.id, data).await;
+                Ok(())
+            }
+            ClientMsg::Follow { site } => {
+                match self.state.sites.follow(self.id, site) {
+                    Ok(Some(record)) => self.send(&ServerMsg::SiteRelease { record }),
+                    Ok(None) => {}
+                    Err(e) => return self.error(ErrorCode::Limit, e.to_string(), None),
+                }
+                Ok(())
+            }
+            ClientMsg::Announce { record } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                match self.state.sites.announce(record.clone(), now) {
+                    Ok(followers) => {
+                        let text = encode(&ServerMsg::SiteRelease { record });
+                        for follower in followers {
+                            // A follower that is gone or busy misses it;
+                            // it gets the kept one when it follows again.
+                            let _ = registry.publish(self.id, follower, text.clone()).await;
+                        }
+                    }
+                    Err(e) => return self.error(ErrorCode::BadRelease, e.to_string(), None),
+                }
                 Ok(())
             }
         };

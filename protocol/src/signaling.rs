@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::ids::{ContentId, PeerId};
 use crate::links::Side;
+use crate::release::{SignedRelease, SiteKey};
 use crate::transfer::Request;
 
 /// Largest text frame the broker accepts, in bytes.
@@ -68,11 +69,26 @@ pub enum ClientMsg {
         /// Opaque payload; only peers parse it (see [`PeerSignal::Ready`]).
         data: Box<RawValue>,
     },
+    /// "Tell me of this site's releases": the latest the broker kept, at
+    /// once, and each newer one announced.
+    Follow {
+        /// The site's key.
+        site: SiteKey,
+    },
+    /// A site's new signed release, for its followers. The broker keeps
+    /// it only if its signature verifies and it is newer than the one it
+    /// has (see [`crate::release`]).
+    Announce {
+        /// The record, as `peerpage.json` holds it.
+        record: SignedRelease,
+    },
 }
 
 impl ClientMsg {
     /// Every message type, as named on the wire.
-    pub const KINDS: [&'static str; 6] = ["signal", "hold", "release", "want", "unwant", "ready"];
+    pub const KINDS: [&'static str; 8] = [
+        "signal", "hold", "release", "want", "unwant", "ready", "follow", "announce",
+    ];
 
     /// This message's type, as named on the wire (one of [`Self::KINDS`]).
     pub fn kind(&self) -> &'static str {
@@ -83,6 +99,8 @@ impl ClientMsg {
             ClientMsg::Want { .. } => "want",
             ClientMsg::Unwant { .. } => "unwant",
             ClientMsg::Ready { .. } => "ready",
+            ClientMsg::Follow { .. } => "follow",
+            ClientMsg::Announce { .. } => "announce",
         }
     }
 }
@@ -140,6 +158,12 @@ pub enum ServerMsg {
     },
     /// A request was refused. The connection stays open unless the broker
     /// closes it.
+    /// A followed site's release: the latest kept, or a newer one just
+    /// announced. Its signature is for the follower to check.
+    SiteRelease {
+        /// The record.
+        record: SignedRelease,
+    },
     Error {
         /// Machine-readable reason.
         code: ErrorCode,
@@ -178,6 +202,8 @@ pub enum ErrorCode {
     /// The recipient has not yet read what the sender sent it before; the
     /// signal was dropped. Wait for its replies before sending more.
     PeerBusy,
+    /// An announced release was refused (signature, expiry, not newer).
+    BadRelease,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -514,7 +540,7 @@ mod tests {
         let e = decode_client(r#"{"teleport":{}}"#).unwrap_err();
         assert!(
             e.message.contains(
-                "expected one of signal, hold, release, want, unwant, ready, e.g. {\"want\""
+                "expected one of signal, hold, release, want, unwant, ready, follow, announce, e.g. {\"want\""
             ),
             "{}",
             e.message

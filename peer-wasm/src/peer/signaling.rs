@@ -198,6 +198,9 @@ impl Inner {
                 // holder drops its side when it never opens.
                 self.offers_in_hand.remove(&holder);
             }
+            // Releases of followed sites are read from their origin for now
+            // (`followSite`); the broker's pushes are not listened to yet.
+            ServerMsg::SiteRelease { .. } => {}
             ServerMsg::OfferTaken { by } => self.on_offer_taken(by),
             ServerMsg::Holders { content, count } => {
                 self.counts.insert(content, count);
