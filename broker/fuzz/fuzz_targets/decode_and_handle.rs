@@ -20,6 +20,7 @@ use std::task::{Context, Poll, Waker};
 
 use broker::metrics::Metrics;
 use broker::registry::{encode, Inbox, LocalRegistry, Mailbox, Outbound, Registry};
+use broker::sites::Sites;
 use libfuzzer_sys::fuzz_target;
 use protocol::signaling::{decode_client, signal_kind, SignalKind, MAX_READY_OFFER_BYTES};
 use protocol::{ClientMsg, PeerId, ServerMsg};
@@ -60,7 +61,7 @@ fn connect<R: Registry>(reg: &R, slot: usize, serial: &mut u128) -> Peer {
 }
 
 /// What a session does with one decoded message.
-fn handle<R: Registry>(reg: &R, metrics: &Metrics, from: PeerId, msg: ClientMsg) {
+fn handle<R: Registry>(reg: &R, sites: &Sites, metrics: &Metrics, from: PeerId, msg: ClientMsg) {
     metrics.message(&msg);
     let result = match msg {
         ClientMsg::Signal { to, data } => {
@@ -97,6 +98,21 @@ fn handle<R: Registry>(reg: &R, metrics: &Metrics, from: PeerId, msg: ClientMsg)
             }
             Ok(())
         }
+        ClientMsg::Follow { site } => {
+            if let Ok(Some(record)) = sites.follow(from, site) {
+                let _ = encode(&ServerMsg::SiteRelease { record });
+            }
+            Ok(())
+        }
+        ClientMsg::Announce { record } => {
+            if let Ok(followers) = sites.announce(record.clone(), 0) {
+                let text = encode(&ServerMsg::SiteRelease { record });
+                for follower in followers {
+                    let _ = now(reg.publish(from, follower, text.clone()));
+                }
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         // The error reply is built from these.
@@ -120,6 +136,7 @@ fn drain(peer: &mut Peer) {
 
 fuzz_target!(|data: &[u8]| {
     let metrics = Arc::new(Metrics::default());
+    let sites = Sites::default();
     let reg = LocalRegistry::with_limits(metrics.clone(), MAX_HOLDINGS, MAX_WANTS)
         .with_address_budget(MAX_REGISTRATIONS);
     let mut serial = 0;
@@ -139,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
             let from = peers[usize::from(first) % PEERS].id;
             // Text frames are UTF-8 by the time the session sees them.
             match decode_client(&String::from_utf8_lossy(rest)) {
-                Ok(msg) => handle(&reg, &metrics, from, msg),
+                Ok(msg) => handle(&reg, &sites, &metrics, from, msg),
                 Err(e) => metrics.error(e.code),
             }
         }
