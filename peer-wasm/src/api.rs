@@ -94,10 +94,12 @@ impl Peer {
             Some(u) => u,
             None => default_broker_url()?,
         };
+        let inner = Inner::create(url, relay_only.unwrap_or(false));
+        let indexes = inner.borrow().site_indexes.clone();
         Ok(Peer {
-            inner: Inner::create(url, relay_only.unwrap_or(false)),
+            inner,
             confirm_above: Cell::new(None),
-            indexes: Rc::default(),
+            indexes,
         })
     }
 
@@ -118,16 +120,18 @@ impl Peer {
         connection: Option<web_sys::RtcPeerConnection>,
     ) -> Result<Peer, JsValue> {
         let wanted = wanted.as_deref().map(parse_address).transpose()?;
+        let inner = Inner::adopt(
+            socket,
+            received,
+            wanted,
+            relay_only.unwrap_or(false),
+            connection,
+        );
+        let indexes = inner.borrow().site_indexes.clone();
         Ok(Peer {
-            inner: Inner::adopt(
-                socket,
-                received,
-                wanted,
-                relay_only.unwrap_or(false),
-                connection,
-            ),
+            inner,
             confirm_above: Cell::new(None),
-            indexes: Rc::default(),
+            indexes,
         })
     }
 

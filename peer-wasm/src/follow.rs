@@ -74,7 +74,8 @@ fn refusal(record: &SignedRelease, hash: &str) -> Option<String> {
 }
 
 /// Follows the site whose record is at `index_url`, signed by `key`:
-/// fetches and checks its release and, if it is newer, applies it.
+/// fetches and checks its release and, if it is newer, applies it; from
+/// then on the broker pushes newer ones too.
 pub fn follow_site(
     inner: Weak<RefCell<Inner>>,
     indexes: Rc<RefCell<Indexes>>,
@@ -94,37 +95,71 @@ pub fn follow_site(
             .followed
             .entry(url.clone())
             .or_insert(None);
-        let warn = |message: String| {
-            if let Some(inner) = inner.upgrade() {
-                inner.borrow().emit(Event::SiteWarning {
-                    site: site.to_string(),
-                    message: message.clone(),
-                });
-            }
-            JsValue::from(js_sys::Error::new(&message))
-        };
+        if let Some(inner) = inner.upgrade() {
+            inner.borrow_mut().follow(site, url.clone());
+        }
         let bytes = get_fresh(&url, MAX_RECORD_BYTES)
             .await
-            .map_err(|e| warn(format!("cannot get the release record: {e}")))?
-            .ok_or_else(|| warn(format!("{url} has no release record")))?;
-        let record = SignedRelease::parse(&bytes).map_err(|e| warn(e.to_string()))?;
-        verify_release(&record, &site)
-            .await
-            .map_err(|e| warn(e.to_string()))?;
-        let hash = hex::encode(Sha256::digest(record.release.signing_bytes()));
-        if let Some(why) = refusal(&record, &hash) {
-            return Err(warn(why));
+            .map_err(|e| warn(&inner, &site, format!("cannot get the release record: {e}")))?
+            .ok_or_else(|| warn(&inner, &site, format!("{url} has no release record")))?;
+        let record =
+            SignedRelease::parse(&bytes).map_err(|e| warn(&inner, &site, e.to_string()))?;
+        if record.release.site != site {
+            return Err(warn(
+                &inner,
+                &site,
+                format!(
+                    "the release is of site {}, not of the followed site {site}",
+                    record.release.site
+                ),
+            ));
         }
-        let index = release_index(&url, &record)
-            .await
-            .map_err(|e| warn(format!("release {}: {e}", record.release.seq)))?;
-        let before = indexes.borrow().followed.get(&url).cloned().flatten();
-        let changed = changed_paths(before.as_deref(), &index);
-        remember(&site, record.release.seq, &hash);
-        indexes
-            .borrow_mut()
-            .followed
-            .insert(url, Some(Rc::new(index)));
+        apply(&inner, &indexes, &url, record).await
+    })
+}
+
+/// Tells the page why a release of `site` was refused; the error to
+/// reject with.
+fn warn(inner: &Weak<RefCell<Inner>>, site: &SiteKey, message: String) -> JsValue {
+    if let Some(inner) = inner.upgrade() {
+        inner.borrow().emit(Event::SiteWarning {
+            site: site.to_string(),
+            message: message.clone(),
+        });
+    }
+    JsValue::from(js_sys::Error::new(&message))
+}
+
+/// Checks `record` of the followed site whose record is at `url` (from
+/// the origin, or pushed by the broker) and, if it passes, applies it:
+/// resolves with `{site, seq, created, expires, index}`.
+pub async fn apply(
+    inner: &Weak<RefCell<Inner>>,
+    indexes: &Rc<RefCell<Indexes>>,
+    url: &str,
+    record: SignedRelease,
+) -> Result<JsValue, JsValue> {
+    let site = record.release.site;
+    verify_release(&record, &site)
+        .await
+        .map_err(|e| warn(inner, &site, e.to_string()))?;
+    let hash = hex::encode(Sha256::digest(record.release.signing_bytes()));
+    if let Some(why) = refusal(&record, &hash) {
+        return Err(warn(inner, &site, why));
+    }
+    let index = release_index(url, &record)
+        .await
+        .map_err(|e| warn(inner, &site, format!("release {}: {e}", record.release.seq)))?;
+    let before = indexes.borrow().followed.get(url).cloned().flatten();
+    let changed = changed_paths(before.as_deref(), &index);
+    let first_time =
+        seen(&site).is_none_or(|(seq, _)| seq < record.release.seq) || before.is_none();
+    remember(&site, record.release.seq, &hash);
+    indexes
+        .borrow_mut()
+        .followed
+        .insert(url.to_owned(), Some(Rc::new(index)));
+    if first_time {
         if let Some(inner) = inner.upgrade() {
             inner.borrow().emit(Event::Release {
                 site: site.to_string(),
@@ -132,15 +167,15 @@ pub fn follow_site(
                 changed,
             });
         }
-        let out = Object::new();
-        let release = &record.release;
-        Reflect::set(&out, &"site".into(), &site.to_string().into())?;
-        Reflect::set(&out, &"seq".into(), &(release.seq as f64).into())?;
-        Reflect::set(&out, &"created".into(), &(release.created as f64).into())?;
-        Reflect::set(&out, &"expires".into(), &(release.expires as f64).into())?;
-        Reflect::set(&out, &"index".into(), &release.index.to_string().into())?;
-        Ok(out.into())
-    })
+    }
+    let out = Object::new();
+    let release = &record.release;
+    Reflect::set(&out, &"site".into(), &site.to_string().into())?;
+    Reflect::set(&out, &"seq".into(), &(release.seq as f64).into())?;
+    Reflect::set(&out, &"created".into(), &(release.created as f64).into())?;
+    Reflect::set(&out, &"expires".into(), &(release.expires as f64).into())?;
+    Reflect::set(&out, &"index".into(), &release.index.to_string().into())?;
+    Ok(out.into())
 }
 
 /// Paths whose address differs between `before` and `after` (every path

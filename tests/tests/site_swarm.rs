@@ -427,3 +427,55 @@ async fn a_followed_sites_releases_are_checked_before_they_are_used() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[tokio::test]
+async fn an_announced_release_reaches_followers_through_the_broker() {
+    let Some(run) = tests::run::start("an_announced_release_reaches_followers_through_the_broker")
+    else {
+        return;
+    };
+    let (a1, a2) = (noise(300 << 10, 41), noise(300 << 10, 42));
+    let site = publish(&[("a.bin", &a1)]);
+    let keys = tests::site_origin::fresh_folder("keys");
+    let key = tests::site_origin::release_folder(&site, &keys);
+    let s = setup(&site, &test_pkg(), "", 2).await;
+    let (follower, publisher) = (&s.visitors[0], &s.visitors[1]);
+    let record_url = s.origin.site_url("/peerpage.json");
+    assert_eq!(follow(follower, &record_url, &key).await["ok"]["seq"], 1);
+
+    run.step("release 2, announced to the broker");
+    std::fs::write(site.join("a.bin"), &a2).unwrap();
+    tests::site_origin::release_folder(&site, &keys);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(site.join("peerpage.json")).unwrap()).unwrap();
+    // Any client may announce: the broker checks the signature.
+    let sent = publisher
+        .client()
+        .execute_async(
+            "const [record, done] = arguments;
+             const broker = new URLSearchParams(location.search).get('broker');
+             const ws = new WebSocket(broker);
+             ws.onopen = () => { ws.send(JSON.stringify({ announce: { record } })); done(true); };
+             ws.onerror = () => done(false);",
+            vec![record],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent, true);
+    let seq = follower
+        .poll(
+            "the release event",
+            std::time::Duration::from_secs(5),
+            "const r = window.events.filter((e) => e.type === 'release').pop();
+             return r ? r.seq : 0;",
+            vec![],
+            |v| (v.as_u64() == Some(2)).then_some(2),
+        )
+        .await;
+    assert_eq!(seq, 2);
+    // Its files now come from release 2, without following again.
+    let got = fetch_url(follower, &s.origin.site_url("/a.bin"), none()).await;
+    assert_eq!(got["hash"], sha256_hex(&a2), "{got}");
+    let _ = std::fs::remove_dir_all(&site);
+    let _ = std::fs::remove_dir_all(&keys);
+}

@@ -103,6 +103,10 @@ pub struct Inner {
     /// Woken when a chunk of the content is stored, or its download ends
     /// (see `on_stored`).
     stored_waiters: HashMap<ContentId, Vec<oneshot::Sender<()>>>,
+    /// Sites' indexes for `fetchUrl` (see `crate::site`).
+    pub(crate) site_indexes: Rc<RefCell<crate::site::Indexes>>,
+    /// Followed sites, by key: the URL of their release record.
+    pub(crate) follows: HashMap<protocol::release::SiteKey, String>,
     /// Flip a byte in every chunk served (a dishonest holder, for tests).
     #[cfg(feature = "test-hooks")]
     pub corrupt_served: bool,
@@ -207,6 +211,8 @@ impl Inner {
                 spare: None,
                 gate: ServeGate::default(),
                 stored_waiters: HashMap::new(),
+                site_indexes: Rc::default(),
+                follows: HashMap::new(),
                 #[cfg(feature = "test-hooks")]
                 corrupt_served: false,
                 #[cfg(feature = "test-hooks")]
@@ -333,6 +339,19 @@ impl Inner {
         fetch.status.forget();
         self.emit_status(content);
         rx
+    }
+
+    /// Follows `site` (record at `url`) through the broker too: its newer
+    /// releases are pushed, also after a reconnect.
+    pub(crate) fn follow(&mut self, site: protocol::release::SiteKey, url: String) {
+        if self.follows.insert(site, url).is_none() {
+            self.signaling.send(&ClientMsg::Follow { site });
+        }
+    }
+
+    /// The peer's weak self, for tasks that call back into it.
+    pub(crate) fn weak(&self) -> Weak<RefCell<Inner>> {
+        self.me.clone()
     }
 
     /// Held (or half-fetched) content.

@@ -153,6 +153,9 @@ impl Inner {
                 for content in self.fetches.keys() {
                     self.signaling.want(*content);
                 }
+                for site in self.follows.keys() {
+                    self.signaling.send(&ClientMsg::Follow { site: *site });
+                }
                 self.schedule_ready_offer();
             }
             // Short-lived TURN credentials, renewed: for links made from now
@@ -198,9 +201,17 @@ impl Inner {
                 // holder drops its side when it never opens.
                 self.offers_in_hand.remove(&holder);
             }
-            // Releases of followed sites are read from their origin for now
-            // (`followSite`); the broker's pushes are not listened to yet.
-            ServerMsg::SiteRelease { .. } => {}
+            // A followed site's release, pushed by the broker: checked
+            // like one read from the origin before anything of it is used.
+            ServerMsg::SiteRelease { record } => {
+                if let Some(url) = self.follows.get(&record.release.site).cloned() {
+                    let indexes = self.site_indexes.clone();
+                    let weak = self.weak();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let _ = crate::follow::apply(&weak, &indexes, &url, record).await;
+                    });
+                }
+            }
             ServerMsg::OfferTaken { by } => self.on_offer_taken(by),
             ServerMsg::Holders { content, count } => {
                 self.counts.insert(content, count);
