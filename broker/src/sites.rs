@@ -12,7 +12,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use protocol::release::{SignedRelease, SiteKey};
 use protocol::PeerId;
 
@@ -50,18 +49,6 @@ pub enum SiteError {
     Full,
 }
 
-/// Whether `record` is signed by the key it names.
-pub fn verify(record: &SignedRelease) -> Result<(), String> {
-    let key = VerifyingKey::from_bytes(&record.release.site.0)
-        .map_err(|_| "the site key is not an Ed25519 key".to_owned())?;
-    let signature = record
-        .signature_bytes()
-        .map(|b| Signature::from_bytes(&b))
-        .ok_or("the signature is not 64 bytes")?;
-    key.verify_strict(&record.release.signing_bytes(), &signature)
-        .map_err(|_| "the release's signature does not verify for its site key".to_owned())
-}
-
 impl Sites {
     /// `peer` follows `site`; returns the record kept for it, if any.
     pub fn follow(&self, peer: PeerId, site: SiteKey) -> Result<Option<SignedRelease>, SiteError> {
@@ -84,7 +71,7 @@ impl Sites {
     /// the Unix epoch) and is newer than the one kept; returns the site's
     /// followers to pass it on to (none if it was the one kept already).
     pub fn announce(&self, record: SignedRelease, now: u64) -> Result<Vec<PeerId>, SiteError> {
-        verify(&record).map_err(SiteError::Refused)?;
+        record.verify().map_err(SiteError::Refused)?;
         let release = &record.release;
         if release.expires <= now {
             return Err(SiteError::Refused(format!(

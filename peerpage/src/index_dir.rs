@@ -101,7 +101,7 @@ pub fn check(dir: &Path, include: &[String]) -> anyhow::Result<String> {
     let index = match protocol::release::SignedRelease::parse(&bytes) {
         // A released folder: the index is content of the release.
         Ok(record) => {
-            if let Err(why) = crate::release::verify(&record) {
+            if let Err(why) = record.verify() {
                 problems.push(format!("{INDEX_FILE}: {why}"));
             }
             let path = dir.join(protocol::release::index_path(&record.release.index));

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use protocol::manifest::Manifest;
 use protocol::release::{index_path, text, Release, SignedRelease, SiteKey, VERSION};
 use protocol::site::{INDEX_FILE, MANIFEST_DIR};
@@ -142,19 +142,6 @@ pub fn release(
     Ok((summary, record))
 }
 
-/// Whether `record` is signed by the key it names (the caller checks that
-/// this is the key it follows).
-pub fn verify(record: &SignedRelease) -> Result<(), String> {
-    let key = VerifyingKey::from_bytes(&record.release.site.0)
-        .map_err(|e| format!("the site key is not an Ed25519 key: {e}"))?;
-    let signature = record
-        .signature_bytes()
-        .map(|b| Signature::from_bytes(&b))
-        .ok_or("the signature is not 64 bytes")?;
-    key.verify_strict(&record.release.signing_bytes(), &signature)
-        .map_err(|_| "the signature does not verify for the site's key".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,7 +179,7 @@ mod tests {
             let message = hex::decode(message).unwrap();
             let signed = key.sign(&message);
             assert_eq!(hex::encode(signed.to_bytes()), signature);
-            let verifying = VerifyingKey::from_bytes(&hex32(public)).unwrap();
+            let verifying = ed25519_dalek::VerifyingKey::from_bytes(&hex32(public)).unwrap();
             assert!(verifying.verify_strict(&message, &signed).is_ok());
         }
     }
@@ -213,13 +200,13 @@ mod tests {
             release,
             signature: text::encode(&signature.to_bytes()),
         };
-        assert_eq!(verify(&record), Ok(()));
+        assert_eq!(record.verify(), Ok(()));
         let mut later = record.clone();
         later.release.seq = 3;
-        assert!(verify(&later).is_err());
+        assert!(later.verify().is_err());
         let mut other = record.clone();
         other.release.site = SiteKey(SigningKey::from_bytes(&[6; 32]).verifying_key().to_bytes());
-        assert!(verify(&other).is_err());
+        assert!(other.verify().is_err());
     }
 
     #[test]
@@ -263,7 +250,7 @@ mod fixture {
         };
         assert_eq!(String::from_utf8(record.to_bytes()).unwrap(), FIXTURE);
         assert_eq!(
-            verify(&SignedRelease::parse(FIXTURE.as_bytes()).unwrap()),
+            SignedRelease::parse(FIXTURE.as_bytes()).unwrap().verify(),
             Ok(())
         );
     }

@@ -145,6 +145,21 @@ impl SignedRelease {
         text::decode::<64>(&self.signature)
     }
 
+    /// Whether this record is signed by the key it names (whether that is
+    /// the key the caller follows is the caller's to check).
+    #[cfg(feature = "verify")]
+    pub fn verify(&self) -> Result<(), String> {
+        use ed25519_dalek::{Signature, VerifyingKey};
+        let key = VerifyingKey::from_bytes(&self.release.site.0)
+            .map_err(|_| "the site key is not an Ed25519 key".to_owned())?;
+        let signature = self
+            .signature_bytes()
+            .map(|b| Signature::from_bytes(&b))
+            .ok_or("the signature is not 64 bytes")?;
+        key.verify_strict(&self.release.signing_bytes(), &signature)
+            .map_err(|_| "the release's signature does not verify for its site key".to_owned())
+    }
+
     /// The file's bytes: pretty JSON and a newline, like the index.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a record always serializes");
