@@ -21,10 +21,82 @@ pub fn deploy_conf() -> PathBuf {
 
 /// A running `nginx -g 'daemon off;'`, stopped on drop.
 pub struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    process: NginxProcess,
     https: SocketAddr,
     http: SocketAddr,
+}
+
+/// An nginx master process (`daemon off`) with its configuration, pid,
+/// logs and temporary files in one directory: stopped on drop (its logs
+/// printed if a test panics), the directory removed.
+pub(crate) struct NginxProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl NginxProcess {
+    /// Runs nginx with `conf` (in `dir`) and waits until each of
+    /// `listening` accepts connections.
+    pub(crate) fn spawn(
+        dir: PathBuf,
+        conf: &Path,
+        listening: &[SocketAddr],
+    ) -> anyhow::Result<Self> {
+        let bin = nginx_bin();
+        // -e: startup errors go to our log, not the packaged default path.
+        let child = Command::new(&bin)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {} (install Debian's nginx or set NGINX)",
+                    bin.display()
+                )
+            })?;
+        let mut process = NginxProcess { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(addr) = listening.iter().find(|a| TcpStream::connect(a).is_err()) {
+            if let Some(status) = process.child.try_wait()? {
+                bail!(
+                    "{} exited at startup ({status}); error log:\n{}",
+                    bin.display(),
+                    process.error_log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "nginx not listening on {addr} after 30 s; error log:\n{}",
+                    process.error_log()
+                );
+            }
+            std::thread::sleep(crate::POLL);
+        }
+        Ok(process)
+    }
+
+    /// The master's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The access log so far.
+    pub(crate) fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The error log so far.
+    pub(crate) fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
 }
 
 /// nginx: `$NGINX`, else Debian's `/usr/sbin/nginx` (often not on a
@@ -47,7 +119,7 @@ impl Nginx {
     /// `http` block before the server block, so they are defaults the
     /// deploy file may override (e.g. `proxy_read_timeout 3s;`).
     pub fn start(broker: SocketAddr, http_directives: &str) -> anyhow::Result<Self> {
-        let dir = fresh_dir()?;
+        let dir = fresh_dir("nginx")?;
         let (https, http) = (free_addr()?, free_addr()?);
         let (cert, key) = self_signed_cert(&dir)?;
         let deploy = std::fs::read_to_string(deploy_conf())
@@ -80,49 +152,12 @@ http {{
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
 
-        let bin = nginx_bin();
-        // -e: startup errors go to our log, not the packaged default path.
-        let child = Command::new(&bin)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (install Debian's nginx or set NGINX)",
-                    bin.display()
-                )
-            })?;
-        let mut nginx = Self {
-            child,
-            dir,
+        let process = NginxProcess::spawn(dir, &conf_path, &[https])?;
+        let nginx = Self {
+            process,
             https,
             http,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(https).is_err() {
-            if let Some(status) = nginx.child.try_wait()? {
-                bail!(
-                    "{} exited at startup ({status}); error log:\n{}",
-                    bin.display(),
-                    nginx.error_log()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nginx not listening on {https} after 30 s; error log:\n{}",
-                    nginx.error_log()
-                );
-            }
-            std::thread::sleep(crate::POLL);
-        }
         Ok(nginx)
     }
 
@@ -139,16 +174,16 @@ http {{
     /// The access log so far, one `scheme method uri status` line per
     /// finished request (a WebSocket's line is written when it closes).
     pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+        self.process.access_log()
     }
 
     /// The error log so far.
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+        self.process.error_log()
     }
 }
 
-impl Drop for Nginx {
+impl Drop for NginxProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
@@ -175,12 +210,12 @@ impl Drop for Nginx {
 /// A new directory under the system's temp dir, named so that tests in
 /// other namespaces (where process ids repeat) never share it. Readable by
 /// nginx's unprivileged workers, which use the temp paths in it.
-pub(crate) fn fresh_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn fresh_dir(name: &str) -> anyhow::Result<PathBuf> {
     loop {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!("peerpage-nginx-{nanos:x}"));
+        let dir = std::env::temp_dir().join(format!("peerpage-{name}-{nanos:x}"));
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

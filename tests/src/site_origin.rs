@@ -5,17 +5,15 @@
 //! broker are three origins. The access log records every response's
 //! body bytes, to count what the origin sent.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 
+use crate::nginx::{free_addr, fresh_dir, substitute, NginxProcess};
 use crate::{Broker, ChromeDriver, Visitor};
-
-use crate::nginx::{free_addr, fresh_dir, nginx_bin, substitute};
 
 /// The operators' server block for a site.
 pub fn site_conf() -> PathBuf {
@@ -24,8 +22,7 @@ pub fn site_conf() -> PathBuf {
 
 /// A running nginx serving a site and a page, stopped on drop.
 pub struct SiteOrigin {
-    child: Child,
-    dir: PathBuf,
+    process: NginxProcess,
     site: SocketAddr,
     page: SocketAddr,
 }
@@ -36,7 +33,7 @@ impl SiteOrigin {
     /// (e.g. `limit_rate 4m;`, or `max_ranges 0;` for an origin that
     /// ignores ranges).
     pub fn start(site: &Path, page: &Path, site_directives: &str) -> anyhow::Result<Self> {
-        let dir = fresh_dir()?;
+        let dir = fresh_dir("site-nginx")?;
         let (site_addr, page_addr) = (free_addr()?, free_addr()?);
         let deploy = std::fs::read_to_string(site_conf())
             .with_context(|| format!("cannot read {}", site_conf().display()))?;
@@ -80,39 +77,12 @@ http {{
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
-        let bin = nginx_bin();
-        let child = Command::new(&bin)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let mut origin = SiteOrigin {
-            child,
-            dir,
+        let process = NginxProcess::spawn(dir, &conf_path, &[site_addr, page_addr])?;
+        let origin = SiteOrigin {
+            process,
             site: site_addr,
             page: page_addr,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(site_addr).is_err() || TcpStream::connect(page_addr).is_err() {
-            if let Some(status) = origin.child.try_wait()? {
-                bail!(
-                    "nginx exited at startup ({status}):\n{}",
-                    origin.error_log()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("nginx not listening after 30 s:\n{}", origin.error_log());
-            }
-            std::thread::sleep(crate::POLL);
-        }
         Ok(origin)
     }
 
@@ -135,7 +105,7 @@ http {{
     /// responses.
     pub fn sent(&self, uri: &str) -> (u64, usize) {
         let port = self.site.port().to_string();
-        let log = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+        let log = self.access_log();
         let mut total = (0, 0);
         for line in log.lines() {
             let f: Vec<&str> = line.split(' ').collect();
@@ -149,7 +119,7 @@ http {{
 
     /// CPU time nginx (its master and workers) has used so far, in ms.
     pub fn cpu_ms(&self) -> f64 {
-        let master = self.child.id();
+        let master = self.process.pid();
         let mut ticks = 0u64;
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -177,34 +147,12 @@ http {{
 
     /// The access log so far.
     pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+        self.process.access_log()
     }
 
     /// The error log so far.
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for SiteOrigin {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "[nginx] access log:\n{}[nginx] error log:\n{}",
-                self.access_log(),
-                self.error_log()
-            );
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(crate::POLL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.error_log()
     }
 }
 
@@ -224,16 +172,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// A fresh folder under the system's temp dir (named by the clock: tests
 /// run in namespaces of their own, where process ids repeat).
 pub fn fresh_folder(name: &str) -> PathBuf {
-    loop {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("peerpage-site-{name}-{nanos:x}"));
-        if std::fs::create_dir(&dir).is_ok() {
-            return dir;
-        }
-    }
+    fresh_dir(&format!("site-{name}")).expect("a temporary folder")
 }
 
 /// The test page (`tests/site`) beside the wasm package in `pkg`, readable
