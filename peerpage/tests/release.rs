@@ -1,45 +1,17 @@
 //! `peerpage keygen` and `peerpage release`, run as a publisher runs them.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{text, Dir};
 
 use protocol::manifest::Manifest;
 use protocol::release::{index_path, SignedRelease};
 use protocol::site::SiteIndex;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let path = std::env::temp_dir().join(format!("peerpage-rel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn peerpage(args: &[&str], paths: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peerpage"))
-        .args(args)
-        .args(paths)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::run as peerpage;
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let key = dir.join(name);
@@ -59,7 +31,7 @@ fn record(site: &Path) -> SignedRelease {
 
 #[test]
 fn keygen_keeps_the_secret_private_and_never_overwrites_it() {
-    let dir = Dir::new("keygen");
+    let dir = Dir::new("rel-keygen");
     let (key, public) = keygen(&dir.0, "site.key");
     assert_eq!(
         public.len(),
@@ -82,8 +54,8 @@ fn keygen_keeps_the_secret_private_and_never_overwrites_it() {
 
 #[test]
 fn releases_are_signed_numbered_and_carry_their_index_as_content() {
-    let keys = Dir::new("keys");
-    let site = Dir::new("site");
+    let keys = Dir::new("rel-keys");
+    let site = Dir::new("rel-site");
     std::fs::write(site.0.join("a.txt"), b"one").unwrap();
     std::fs::write(site.0.join("b.bin"), vec![7u8; 300 * 1024]).unwrap();
     let (key, public) = keygen(&keys.0, "site.key");
