@@ -26,6 +26,15 @@ fn started(fx: &Fixture) -> (Download, Vec<Action>) {
     (dl, actions)
 }
 
+/// Adds the origin; the broker then counts this peer and one more,
+/// `peer(1)`, and introduces it. The actions so far.
+fn with_one_peer(dl: &mut Download) -> Vec<Action> {
+    let mut actions = dl.add_origin(0);
+    actions.extend(dl.handle(Input::Holders(2), 1));
+    actions.extend(join(dl, peer(1), 2));
+    actions
+}
+
 fn origin_swarm(fx: &Fixture) -> Swarm<'_> {
     let mut swarm = Swarm::new(fx);
     swarm.add(ORIGIN, Holder::full(fx));
@@ -79,10 +88,7 @@ fn a_lone_visitor_takes_everything_from_the_origin_in_long_runs() {
 fn with_a_full_holder_online_the_origin_gives_only_the_first_chunks() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    // The broker counts this peer and one more, and introduces it.
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = origin_swarm(&fx);
     swarm.add(peer(1), Holder::full(&fx));
     swarm.pump(&mut dl, actions, 3);
@@ -96,9 +102,7 @@ fn with_a_full_holder_online_the_origin_gives_only_the_first_chunks() {
 fn the_origin_fills_in_what_connected_holders_lack_in_runs() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = origin_swarm(&fx);
     swarm.add(peer(1), Holder::with(&fx, 0..16));
     swarm.pump(&mut dl, actions, 3);
@@ -121,9 +125,7 @@ fn the_origin_fills_in_what_connected_holders_lack_in_runs() {
 fn a_holder_leaving_mid_fetch_leaves_the_rest_to_the_origin() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = origin_swarm(&fx);
     swarm.add(peer(1), Holder::full(&fx));
     // Some chunks in, the holder goes.
@@ -144,9 +146,7 @@ fn a_holder_leaving_mid_fetch_leaves_the_rest_to_the_origin() {
 fn a_lying_holder_is_dropped_and_the_origin_fills_in() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = origin_swarm(&fx);
     let mut liar = Holder::full(&fx);
     liar.corrupt = Some(5);
@@ -162,9 +162,7 @@ fn a_lying_holder_is_dropped_and_the_origin_fills_in() {
 fn a_tampered_origin_is_banned_and_peers_finish() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = Swarm::new(&fx);
     let mut origin = Holder::full(&fx);
     origin.corrupt = Some(0);
@@ -182,9 +180,7 @@ fn a_tampered_origin_is_banned_and_peers_finish() {
 fn chunks_late_at_a_holder_are_asked_of_the_origin() {
     let fx = site_file();
     let (mut dl, _) = started(&fx);
-    let mut actions = dl.add_origin(0);
-    actions.extend(dl.handle(Input::Holders(2), 1));
-    actions.extend(join(&mut dl, peer(1), 2));
+    let actions = with_one_peer(&mut dl);
     let mut swarm = origin_swarm(&fx);
     swarm.add(peer(1), Holder::full(&fx));
     // The holder says what it has, then sends nothing more.
