@@ -426,7 +426,7 @@ impl<R: Registry> Session<R> {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                match self.state.sites.announce(record.clone(), now) {
+                match self.state.sites.announce(&record, now) {
                     Ok(followers) => {
                         let text = encode(&ServerMsg::SiteRelease { record });
                         for follower in followers {

@@ -70,7 +70,7 @@ impl Sites {
     /// Keeps `record` if it verifies, has not expired (`now`, seconds since
     /// the Unix epoch) and is newer than the one kept; returns the site's
     /// followers to pass it on to (none if it was the one kept already).
-    pub fn announce(&self, record: SignedRelease, now: u64) -> Result<Vec<PeerId>, SiteError> {
+    pub fn announce(&self, record: &SignedRelease, now: u64) -> Result<Vec<PeerId>, SiteError> {
         record.verify().map_err(SiteError::Refused)?;
         let release = &record.release;
         if release.expires <= now {
@@ -92,7 +92,7 @@ impl Sites {
                 )));
             }
             if kept.release.seq == release.seq {
-                if *kept == record {
+                if kept == record {
                     return Ok(Vec::new());
                 }
                 return Err(SiteError::Refused(format!(
@@ -101,7 +101,7 @@ impl Sites {
                 )));
             }
         }
-        site.record = Some(record);
+        site.record = Some(record.clone());
         Ok(site.followers.iter().copied().collect())
     }
 

@@ -105,7 +105,7 @@ fn handle<R: Registry>(reg: &R, sites: &Sites, metrics: &Metrics, from: PeerId, 
             Ok(())
         }
         ClientMsg::Announce { record } => {
-            if let Ok(followers) = sites.announce(record.clone(), 0) {
+            if let Ok(followers) = sites.announce(&record, 0) {
                 let text = encode(&ServerMsg::SiteRelease { record });
                 for follower in followers {
                     let _ = now(reg.publish(from, follower, text.clone()));
